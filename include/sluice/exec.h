@@ -1,0 +1,177 @@
+/*
+ * Command execution: memcached semantics over a per-core store.
+ *
+ * A conversation (sl_conv) is a buffer of one or more complete requests and
+ * the reply being built for them. It is run on the core that owns the key
+ * it needs next; when the next key (or, for flush_all, the next core) is
+ * somebody else's, sl_exec_run stops and names that core, and the caller
+ * hands the conversation over an rte_ring. The owner core resumes exactly
+ * where the previous one stopped, so a multi-get whose keys live on three
+ * cores travels core to core and its reply keeps the request's key order,
+ * as memcached's does:
+ *
+ *    in:  | get a b c\r\n | set d 0 0 1\r\n x\r\n |
+ *           ^off   ^key_pos
+ *    out: | VALUE a ... | VALUE b ... |        (grows as cores add to it)
+ *
+ *    core0: a (own) -> b is core1's -> FORWARD(1)
+ *    core1: b (own) -> c is core0's -> FORWARD(0)
+ *    core0: c, END; set d is core1's -> FORWARD(1) ...
+ *
+ * The conversation carries the hash of the key it stopped at, so the key is
+ * hashed once however many cores it visits.
+ */
+#ifndef SLUICE_EXEC_H
+#define SLUICE_EXEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice/proto.h"
+#include "sluice/slot.h"
+#include "sluice/store.h"
+
+#define SL_VERSION_STRING "1.6.18-sluice-0.1.0"
+
+/** Growable byte buffer for replies. */
+struct sl_buf {
+	char *p;
+	size_t len;
+	size_t cap;
+};
+
+int sl_buf_reserve(struct sl_buf *b, size_t extra);
+int sl_buf_put(struct sl_buf *b, const void *p, size_t n);
+void sl_buf_release(struct sl_buf *b);
+
+/* Why a packet or request was dropped without a reply. */
+#define SL_DROP_REASONS(X)                                                                          \
+	X(not_ipv4)                                                                                 \
+	X(bad_ip)                                                                                   \
+	X(not_for_us)                                                                               \
+	X(bad_udp)                                                                                  \
+	X(udp_port)                                                                                 \
+	X(short_frame)                                                                              \
+	X(multi_datagram)                                                                           \
+	X(incomplete_request)                                                                       \
+	X(junk_request)                                                                             \
+	X(frag_failed)                                                                              \
+	X(handoff_full)                                                                             \
+	X(tx_full)                                                                                  \
+	X(no_mbuf)                                                                                  \
+	X(other_proto)
+
+enum sl_drop {
+#define X(n) SL_DROP_##n,
+	SL_DROP_REASONS(X)
+#undef X
+	SL_DROP__COUNT
+};
+
+extern const char *const sl_drop_names[SL_DROP__COUNT];
+
+/* Per-core counters: written by their core only, summed by readers. */
+#define SL_CORE_COUNTERS(X)                                                                         \
+	X(requests)                                                                                 \
+	X(cmd_get)                                                                                  \
+	X(cmd_set)                                                                                  \
+	X(cmd_flush)                                                                                \
+	X(cmd_touch)                                                                                \
+	X(cmd_meta)                                                                                 \
+	X(get_hits)                                                                                 \
+	X(get_misses)                                                                               \
+	X(get_expired)                                                                              \
+	X(get_flushed)                                                                              \
+	X(delete_misses)                                                                            \
+	X(delete_hits)                                                                              \
+	X(incr_misses)                                                                              \
+	X(incr_hits)                                                                                \
+	X(decr_misses)                                                                              \
+	X(decr_hits)                                                                                \
+	X(cas_misses)                                                                               \
+	X(cas_hits)                                                                                 \
+	X(cas_badval)                                                                               \
+	X(touch_hits)                                                                               \
+	X(touch_misses)                                                                             \
+	X(store_too_large)                                                                          \
+	X(store_no_memory)                                                                          \
+	X(bytes_read)                                                                               \
+	X(bytes_written)                                                                            \
+	X(rx_packets)                                                                               \
+	X(tx_packets)                                                                               \
+	X(handoffs_out)                                                                             \
+	X(handoffs_in)                                                                              \
+	X(arp_replies)                                                                              \
+	X(icmp_replies)                                                                             \
+	X(exception_pkts)                                                                           \
+	X(idle_sleeps)
+
+struct sl_core_stats {
+#define X(n) uint64_t n;
+	SL_CORE_COUNTERS(X)
+#undef X
+	uint64_t drops[SL_DROP__COUNT];
+};
+
+struct sl_exec;
+
+/** What the whole node shares: read-mostly, set up before workers start. */
+struct sl_node {
+	unsigned nworkers;
+	struct sl_exec *cores[SL_MAX_WORKERS];
+	const struct sl_slot_map *map;
+	uint32_t started;      /* unix seconds */
+	size_t mem_limit;      /* whole node, bytes */
+	size_t max_item;
+	uint16_t udp_port;
+	uint16_t tcp_port;
+	uint32_t verbosity;
+	/* connection counters of the TCP front end (written by it alone) */
+	uint64_t curr_connections;
+	uint64_t total_connections;
+};
+
+/** One core's execution context. */
+struct sl_exec {
+	unsigned core;
+	struct sl_store *store;
+	struct sl_node *node;
+	struct sl_core_stats st;
+};
+
+struct sl_conv {
+	const char *in;
+	uint32_t in_len;
+	uint32_t off;         /* start of the request being run */
+	uint32_t key_pos;     /* get family: where the key list resumes */
+	uint32_t bcast_next;  /* flush_all / stats reset: next core to visit */
+	uint32_t hint_off;    /* hash hint: key offset within in, +1 (0 = none) */
+	uint64_t hint_hash;
+	uint32_t mark;        /* out.len when the current request started */
+	bool in_request;      /* a get/broadcast is part done */
+	bool close;           /* quit, or junk that ends a TCP connection */
+	bool udp;             /* datagram transport (no partial requests) */
+	struct sl_buf out;
+};
+
+enum sl_exec_status {
+	SL_EXEC_DONE = 0,    /* all input consumed; out holds the reply */
+	SL_EXEC_FORWARD = 1, /* *to_core must continue */
+};
+
+/** Reset a conversation for new input (keeps the reply buffer's memory). */
+void sl_conv_reset(struct sl_conv *c, const char *in, uint32_t len, bool udp);
+
+/**
+ * Run @p c on @p ex's core until it is done or needs another core.
+ * @param now unix seconds.
+ * Thread safety: only the owning core may call it with its sl_exec.
+ */
+enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t now,
+				unsigned *to_core);
+
+/** Sum of the per-core counters of a node (racy reads, by design). */
+void sl_node_sum(const struct sl_node *n, struct sl_core_stats *sum);
+
+#endif

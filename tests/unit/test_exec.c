@@ -1,0 +1,333 @@
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sluice/exec.h"
+
+#define NOW 1700000000u
+
+static struct sl_slot_map map;
+static struct sl_node node;
+static struct sl_exec cores[4];
+static struct sl_conv conv;
+
+static void make(unsigned n)
+{
+	memset(&node, 0, sizeof(node));
+	sl_slot_map_init(&map, n);
+	node.nworkers = n;
+	node.map = &map;
+	node.max_item = 1024 * 1024;
+	node.mem_limit = 8u << 20;
+	for (unsigned i = 0; i < n; i++) {
+		struct sl_store_conf c = {.mem_limit = 2u << 20, .max_item_size = node.max_item,
+					  .arena = SL_STORE_NEW_ARENA};
+		memset(&cores[i], 0, sizeof(cores[i]));
+		cores[i].core = i;
+		cores[i].node = &node;
+		cores[i].store = sl_store_create(&c);
+		cr_assert_not_null(cores[i].store);
+		node.cores[i] = &cores[i];
+	}
+}
+
+static void setup1(void)
+{
+	make(1);
+}
+
+static void setup3(void)
+{
+	make(3);
+}
+
+static void teardown(void)
+{
+	for (unsigned i = 0; i < node.nworkers; i++)
+		sl_store_destroy(cores[i].store);
+	sl_buf_release(&conv.out);
+}
+
+static unsigned hops;
+
+/* Run the input to completion the way the workers do: start on core 0 and
+ * hand the conversation to whichever core it names. Returns the reply. */
+static const char *run_at(const char *in, uint32_t now)
+{
+	static char copy[1 << 16];
+	static char outs[1 << 16];
+	size_t n = strlen(in);
+	memcpy(copy, in, n);
+	sl_conv_reset(&conv, copy, (uint32_t)n, false);
+	unsigned at = 0, to = 0;
+	hops = 0;
+	while (sl_exec_run(&cores[at], &conv, now, &to) == SL_EXEC_FORWARD) {
+		cr_assert_neq(to, at);
+		at = to;
+		hops++;
+		cr_assert_lt(hops, 10000);
+	}
+	cr_assert_lt(conv.out.len, sizeof(outs));
+	memcpy(outs, conv.out.p, conv.out.len);
+	outs[conv.out.len] = 0;
+	return outs;
+}
+
+static const char *run(const char *in)
+{
+	return run_at(in, NOW);
+}
+
+#define EXPECT(in, out) cr_assert_str_eq(run(in), out, "request: %s", in)
+
+TestSuite(exec, .init = setup1, .fini = teardown);
+
+Test(exec, set_get_delete)
+{
+	EXPECT("set foo 3 0 3\r\nbar\r\n", "STORED\r\n");
+	EXPECT("get foo\r\n", "VALUE foo 3 3\r\nbar\r\nEND\r\n");
+	EXPECT("get nope\r\n", "END\r\n");
+	EXPECT("delete foo\r\n", "DELETED\r\n");
+	EXPECT("delete foo\r\n", "NOT_FOUND\r\n");
+	EXPECT("get foo\r\n", "END\r\n");
+}
+
+Test(exec, noreply_and_pipelining)
+{
+	EXPECT("set a 0 0 1 noreply\r\n1\r\nset b 0 0 1\r\n2\r\nget a b\r\n",
+	       "STORED\r\nVALUE a 0 1\r\n1\r\nVALUE b 0 1\r\n2\r\nEND\r\n");
+	EXPECT("delete a noreply\r\nget a\r\n", "END\r\n");
+	/* noreply hides the text command's own error, but the stray "\n" left
+	 * after the short data block is then read as an (empty) command */
+	EXPECT("set a 0 0 1 noreply\r\nXY\r\n", "ERROR\r\n");
+}
+
+Test(exec, add_replace_append_prepend)
+{
+	EXPECT("add k 0 0 1\r\na\r\n", "STORED\r\n");
+	EXPECT("add k 0 0 1\r\nb\r\n", "NOT_STORED\r\n");
+	EXPECT("replace x 0 0 1\r\nb\r\n", "NOT_STORED\r\n");
+	EXPECT("replace k 5 0 1\r\nc\r\n", "STORED\r\n");
+	EXPECT("append k 9 0 2\r\nde\r\n", "STORED\r\n");
+	EXPECT("prepend k 9 0 2\r\nzy\r\n", "STORED\r\n");
+	EXPECT("get k\r\n", "VALUE k 5 5\r\nzycde\r\nEND\r\n");
+	EXPECT("append none 0 0 1\r\na\r\n", "NOT_STORED\r\n");
+}
+
+Test(exec, cas)
+{
+	EXPECT("cas k 0 0 1 1\r\na\r\n", "NOT_FOUND\r\n");
+	EXPECT("set k 0 0 1\r\na\r\n", "STORED\r\n");
+	const char *g = run("gets k\r\n");
+	unsigned long long cas = 0;
+	cr_assert_eq(sscanf(g, "VALUE k 0 1 %llu", &cas), 1);
+	char req[64];
+	snprintf(req, sizeof(req), "cas k 0 0 1 %llu\r\nb\r\n", cas + 1);
+	EXPECT(req, "EXISTS\r\n");
+	snprintf(req, sizeof(req), "cas k 0 0 1 %llu\r\nb\r\n", cas);
+	EXPECT(req, "STORED\r\n");
+	EXPECT(req, "EXISTS\r\n");
+}
+
+Test(exec, incr_decr_like_memcached)
+{
+	EXPECT("incr n 1\r\n", "NOT_FOUND\r\n");
+	EXPECT("set n 0 0 2\r\n10\r\n", "STORED\r\n");
+	EXPECT("incr n 5\r\n", "15\r\n");
+	EXPECT("decr n 100\r\n", "0\r\n");
+	/* shorter result is padded in place with spaces */
+	EXPECT("get n\r\n", "VALUE n 0 2\r\n0 \r\nEND\r\n");
+	EXPECT("set n 0 0 20\r\n18446744073709551615\r\n", "STORED\r\n");
+	EXPECT("incr n 2\r\n", "1\r\n");
+	EXPECT("set n 0 0 1\r\n9\r\n", "STORED\r\n");
+	EXPECT("incr n 1\r\n", "10\r\n");
+	EXPECT("get n\r\n", "VALUE n 0 2\r\n10\r\nEND\r\n");
+	EXPECT("set s 0 0 3\r\nabc\r\n", "STORED\r\n");
+	EXPECT("incr s 1\r\n", "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n");
+}
+
+Test(exec, ttl_touch_gat)
+{
+	EXPECT("set t 0 10 1\r\nx\r\n", "STORED\r\n");
+	cr_assert_str_eq(run_at("get t\r\n", NOW + 9), "VALUE t 0 1\r\nx\r\nEND\r\n");
+	cr_assert_str_eq(run_at("get t\r\n", NOW + 10), "END\r\n");
+	EXPECT("set t 0 10 1\r\nx\r\n", "STORED\r\n");
+	EXPECT("touch t 100\r\n", "TOUCHED\r\n");
+	cr_assert_str_eq(run_at("get t\r\n", NOW + 50), "VALUE t 0 1\r\nx\r\nEND\r\n");
+	EXPECT("gat 0 t\r\n", "VALUE t 0 1\r\nx\r\nEND\r\n");
+	cr_assert_str_eq(run_at("get t\r\n", NOW + 5000), "VALUE t 0 1\r\nx\r\nEND\r\n");
+	EXPECT("touch none 1\r\n", "NOT_FOUND\r\n");
+	EXPECT("set neg 0 -1 1\r\nx\r\n", "STORED\r\n");
+	EXPECT("get neg\r\n", "END\r\n");
+}
+
+Test(exec, flush_all)
+{
+	EXPECT("set a 0 0 1\r\n1\r\n", "STORED\r\n");
+	EXPECT("flush_all\r\n", "OK\r\n");
+	EXPECT("get a\r\n", "END\r\n");
+	EXPECT("set a 0 0 1\r\n1\r\n", "STORED\r\n");
+	EXPECT("get a\r\n", "VALUE a 0 1\r\n1\r\nEND\r\n");
+	EXPECT("flush_all noreply\r\n", "");
+	EXPECT("get a\r\n", "END\r\n");
+}
+
+Test(exec, errors)
+{
+	EXPECT("bogus\r\n", "ERROR\r\n");
+	EXPECT("set a 0 0 1\r\nXY\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\n");
+	EXPECT("version\r\n", "VERSION " SL_VERSION_STRING "\r\n");
+	EXPECT("verbosity 1\r\n", "OK\r\n");
+	EXPECT("quit\r\nversion\r\n", "");
+	cr_assert(conv.close);
+}
+
+Test(exec, meta_basics)
+{
+	EXPECT("ms foo 3 T0 F5\r\nbar\r\n", "HD\r\n");
+	EXPECT("mg foo v f s\r\n", "VA 3 f5 s3\r\nbar\r\n");
+	EXPECT("mg foo k O42 t\r\n", "HD kfoo O42 t-1\r\n");
+	EXPECT("mg miss v\r\n", "EN\r\n");
+	EXPECT("mg miss v q\r\nmn\r\n", "MN\r\n");
+	EXPECT("mg miss k O9\r\n", "EN kmiss O9\r\n");
+	EXPECT("md foo q\r\nmg foo\r\n", "EN\r\n");
+	EXPECT("md foo\r\n", "NF\r\n");
+	EXPECT("ma cnt\r\n", "NF\r\n");
+	EXPECT("ma cnt N0 J10 v\r\n", "VA 2\r\n10\r\n");
+	EXPECT("ma cnt D5 v\r\n", "VA 2\r\n15\r\n");
+	EXPECT("ma cnt MD D20 v\r\n", "VA 1\r\n0\r\n");
+	EXPECT("ms foo 2 MA\r\nxy\r\n", "NS\r\n");
+	EXPECT("ms foo 2 ME\r\nxy\r\n", "HD\r\n");
+	EXPECT("ms foo 2 MA\r\nzz\r\n", "HD\r\n");
+	EXPECT("mg foo v\r\n", "VA 4\r\nxyzz\r\n");
+	EXPECT("mg foo h\r\n", "HD h1\r\n");
+}
+
+Test(exec, meta_cas_and_base64_keys)
+{
+	EXPECT("ms k 1 c\r\na\r\n", "HD c1\r\n");
+	EXPECT("ms k 1 C99\r\nb\r\n", "EX\r\n");
+	EXPECT("ms k 1 C1 c\r\nb\r\n", "HD c2\r\n");
+	EXPECT("ms Zm9v 1 b k\r\nz\r\n", "HD kZm9v b\r\n");
+	EXPECT("get foo\r\n", "VALUE foo 0 1\r\nz\r\nEND\r\n");
+	EXPECT("me foo\r\n", "ME Zm9v exp=-1 la=0 cas=3 fetch=yes cls=1 size=62\r\n");
+}
+
+Test(exec, meta_vivify_and_stale)
+{
+	/* first miss wins the right to recache; the next sees Z */
+	EXPECT("mg v N30 s t v\r\n", "VA 0 s0 t30 W\r\n\r\n");
+	EXPECT("mg v N30 s\r\n", "HD s0 Z\r\n");
+	EXPECT("ms v 3 T60\r\nnew\r\n", "HD\r\n");
+	EXPECT("mg v v\r\n", "VA 3\r\nnew\r\n");
+	/* invalidate: value stays, marked stale, next reader wins */
+	EXPECT("md v I T30\r\n", "HD\r\n");
+	EXPECT("mg v v c\r\n", "VA 3 c3 X W\r\nnew\r\n");
+	EXPECT("mg v v\r\n", "VA 3 Z X\r\nnew\r\n");
+	/* a stale set with an older CAS is kept but remains stale */
+	EXPECT("ms v 3 I C2\r\nold\r\n", "HD\r\n");
+	EXPECT("mg v v\r\n", "VA 3 Z X\r\nold\r\n");
+	/* the winner's set with the current CAS makes it fresh again */
+	EXPECT("ms v 3 C3\r\nnew\r\n", "EX\r\n");
+	EXPECT("mg v c\r\n", "HD c4 Z X\r\n");
+	EXPECT("ms v 3 I C4\r\nfin\r\n", "HD\r\n");
+	EXPECT("mg v v\r\n", "VA 3\r\nfin\r\n");
+	/* recache: R wins when the TTL left is below the threshold */
+	EXPECT("ms r 1 T10\r\nx\r\n", "HD\r\n");
+	EXPECT("mg r R30 v\r\n", "VA 1 W\r\nx\r\n");
+	EXPECT("mg r R30 v\r\n", "VA 1 Z\r\nx\r\n");
+}
+
+Test(exec, stats_fields)
+{
+	EXPECT("set a 0 0 1\r\n1\r\n", "STORED\r\n");
+	run("get a b\r\n");
+	const char *s = run("stats\r\n");
+	cr_assert(strstr(s, "STAT cmd_get 2\r\n"), "%s", s);
+	cr_assert(strstr(s, "STAT get_hits 1\r\n"));
+	cr_assert(strstr(s, "STAT get_misses 1\r\n"));
+	cr_assert(strstr(s, "STAT curr_items 1\r\n"));
+	cr_assert(strstr(s, "STAT core0:requests"));
+	cr_assert(strstr(s, "STAT drop_junk_request 0\r\n"));
+	cr_assert(strstr(s, "END\r\n"));
+	EXPECT("stats reset\r\n", "RESET\r\n");
+	s = run("stats\r\n");
+	cr_assert(strstr(s, "STAT cmd_get 0\r\n"), "%s", s);
+	EXPECT("stats nonsense\r\n", "ERROR\r\n");
+}
+
+/* ---- several cores: ownership and handoff ---- */
+
+TestSuite(handoff, .init = setup3, .fini = teardown);
+
+Test(handoff, keys_live_only_on_their_owner)
+{
+	char req[128];
+	for (int i = 0; i < 300; i++) {
+		snprintf(req, sizeof(req), "set key%d 0 0 3\r\nv%02d\r\n", i, i % 100);
+		cr_assert_str_eq(run(req), "STORED\r\n");
+	}
+	unsigned total = 0;
+	for (unsigned c = 0; c < 3; c++) {
+		unsigned n = (unsigned)sl_store_stats(cores[c].store)->curr_items;
+		cr_assert_gt(n, 50, "core %u owns %u", c, n);
+		total += n;
+	}
+	cr_assert_eq(total, 300);
+	for (int i = 0; i < 300; i++) {
+		char k[16];
+		int kl = snprintf(k, sizeof(k), "key%d", i);
+		uint64_t h = sl_key_hash(k, (size_t)kl);
+		unsigned owner = sl_slot_owner(&map, h);
+		for (unsigned c = 0; c < 3; c++) {
+			struct sl_item *it = sl_store_get(cores[c].store, h, k, (size_t)kl, NOW);
+			cr_assert_eq(it != NULL, c == owner);
+		}
+	}
+}
+
+Test(handoff, multiget_keeps_order_across_cores)
+{
+	char req[4096] = "get", want[8192] = "";
+	for (int i = 0; i < 40; i++) {
+		char s[64];
+		snprintf(s, sizeof(s), "set k%d %d 0 2\r\n%02d\r\n", i, i, i);
+		cr_assert_str_eq(run(s), "STORED\r\n");
+		if (i % 3 == 0)
+			continue; /* leave some misses in the middle */
+		sprintf(req + strlen(req), " k%d", i);
+		sprintf(want + strlen(want), "VALUE k%d %d 2\r\n%02d\r\n", i, i, i);
+	}
+	strcat(req, " missing\r\n");
+	strcat(want, "END\r\n");
+	cr_assert_str_eq(run(req), want);
+	cr_assert_gt(hops, 5); /* it really travelled */
+}
+
+Test(handoff, flush_all_reaches_every_core)
+{
+	char req[64];
+	for (int i = 0; i < 60; i++) {
+		snprintf(req, sizeof(req), "set f%d 0 0 1\r\nx\r\n", i);
+		run(req);
+	}
+	EXPECT("flush_all\r\n", "OK\r\n");
+	cr_assert_eq(hops, 2);
+	for (int i = 0; i < 60; i++) {
+		snprintf(req, sizeof(req), "get f%d\r\n", i);
+		cr_assert_str_eq(run(req), "END\r\n");
+	}
+}
+
+Test(handoff, stats_sum_all_cores)
+{
+	char req[64];
+	for (int i = 0; i < 30; i++) {
+		snprintf(req, sizeof(req), "set s%d 0 0 1\r\nx\r\n", i);
+		run(req);
+	}
+	const char *s = run("stats\r\n");
+	cr_assert(strstr(s, "STAT curr_items 30\r\n"), "%s", s);
+	cr_assert(strstr(s, "STAT cmd_set 30\r\n"));
+	cr_assert(strstr(s, "STAT core2:curr_items"));
+}

@@ -1,0 +1,243 @@
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sluice/proto.h"
+
+#define MAXI (1024 * 1024)
+
+static struct sl_req R;
+
+static enum sl_parse_status P(const char *s)
+{
+	return sl_parse(s, strlen(s), MAXI, &R);
+}
+
+static void assert_err(const char *in, const char *err)
+{
+	cr_assert_eq(P(in), SL_PARSE_OK, "%s", in);
+	cr_assert_eq(R.cmd, SL_CMD_ERROR, "%s: cmd %d", in, R.cmd);
+	cr_assert_str_eq(R.err, err, "%s", in);
+}
+
+Test(proto, numbers_follow_memcached)
+{
+	int32_t i;
+	uint32_t u;
+	uint64_t ull;
+	cr_assert(sl_strtol32("123", 3, &i) && i == 123);
+	cr_assert(sl_strtol32("-5", 2, &i) && i == -5);
+	cr_assert(sl_strtol32("+7", 2, &i) && i == 7);
+	cr_assert(!sl_strtol32("12a", 3, &i));
+	cr_assert(!sl_strtol32("", 0, &i));
+	cr_assert(!sl_strtol32("-", 1, &i));
+	cr_assert(sl_strtol32("7\t", 2, &i) && i == 7);
+	/* strtol's long is 64 bits; memcached then truncates to 32 */
+	cr_assert(sl_strtol32("4294967296", 10, &i) && i == 0);
+	cr_assert(!sl_strtol32("9223372036854775808", 19, &i));
+	cr_assert(sl_strtoul32("4294967295", 10, &u) && u == 4294967295u);
+	cr_assert(sl_strtoul32("4294967296", 10, &u) && u == 0);
+	cr_assert(!sl_strtoul32("-1", 2, &u));
+	cr_assert(sl_strtoull("18446744073709551615", 20, &ull) && ull == UINT64_MAX);
+	cr_assert(!sl_strtoull("18446744073709551616", 20, &ull));
+	cr_assert(!sl_strtoull("-1", 2, &ull));
+	cr_assert(sl_strtoull("  42", 4, &ull) && ull == 42);
+}
+
+Test(proto, get_family)
+{
+	cr_assert_eq(P("get a bb ccc\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_GET);
+	cr_assert_eq(R.consumed, 14);
+	uint32_t pos = 0;
+	struct sl_tok k = sl_next_key(&R, &pos);
+	cr_assert_eq(k.len, 1);
+	k = sl_next_key(&R, &pos);
+	cr_assert_eq(k.len, 2);
+	cr_assert(memcmp(k.p, "bb", 2) == 0);
+	k = sl_next_key(&R, &pos);
+	cr_assert_eq(k.len, 3);
+	k = sl_next_key(&R, &pos);
+	cr_assert_eq(k.len, 0);
+
+	cr_assert_eq(P("gats 100 x\n"), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_GATS);
+	cr_assert_eq(R.exptime, 100);
+	assert_err("gat abc x\r\n", "CLIENT_ERROR invalid exptime argument");
+	assert_err("get\r\n", "ERROR");
+	assert_err("gets\r\n", "ERROR");
+	assert_err("gxt a\r\n", "ERROR");
+
+	char line[400];
+	memset(line, 'k', sizeof(line));
+	memcpy(line, "get a ", 6);
+	strcpy(line + 6 + 251, "\r\n");
+	assert_err(line, "CLIENT_ERROR bad command line format");
+}
+
+Test(proto, more_than_23_tokens_in_get)
+{
+	char line[4096] = "get";
+	for (int i = 0; i < 100; i++)
+		sprintf(line + strlen(line), " k%d", i);
+	strcat(line, "\r\n");
+	cr_assert_eq(P(line), SL_PARSE_OK);
+	uint32_t pos = 0, n = 0;
+	for (struct sl_tok k = sl_next_key(&R, &pos); k.len; k = sl_next_key(&R, &pos))
+		n++;
+	cr_assert_eq(n, 100);
+}
+
+Test(proto, storage)
+{
+	cr_assert_eq(P("set foo 5 10 3\r\nbar\r\nget foo\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_SET);
+	cr_assert_eq(R.flags, 5);
+	cr_assert_eq(R.exptime, 10);
+	cr_assert_eq(R.vlen, 3);
+	cr_assert(memcmp(R.data, "bar", 3) == 0);
+	cr_assert_eq(R.consumed, 21);
+	cr_assert(!R.noreply);
+
+	cr_assert_eq(P("set foo 0 0 3 noreply\r\nbar\r\n"), SL_PARSE_OK);
+	cr_assert(R.noreply);
+	cr_assert_eq(P("cas foo 0 0 3 99\r\nbar\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_CAS);
+	cr_assert_eq(R.cas, 99);
+
+	/* incomplete: wait for more */
+	cr_assert_eq(P("set foo 0 0 10\r\nabc"), SL_PARSE_MORE);
+	cr_assert_eq(P("set foo 0 0"), SL_PARSE_MORE);
+
+	assert_err("set foo 0 0 3\r\nbarXY", "CLIENT_ERROR bad data chunk");
+	cr_assert_eq(R.consumed, 20);
+	assert_err("set foo bar 0 3\r\nabc\r\n", "CLIENT_ERROR bad command line format");
+	cr_assert_eq(R.consumed, 17); /* data is not swallowed */
+	assert_err("set foo 0 0 -1\r\n", "CLIENT_ERROR bad command line format");
+	assert_err("set foo 0 0\r\n", "ERROR");
+	assert_err("cas foo 0 0 1\r\n", "ERROR");
+	assert_err("cas foo 0 0 1 x\r\n", "CLIENT_ERROR bad command line format");
+}
+
+Test(proto, too_large_is_swallowed)
+{
+	static char buf[MAXI + 100];
+	int n = sprintf(buf, "set big 0 0 %d\r\n", MAXI);
+	memset(buf + n, 'x', MAXI);
+	memcpy(buf + n + MAXI, "\r\nget a\r\n", 9);
+	cr_assert_eq(sl_parse(buf, (size_t)n + MAXI + 9, MAXI, &R), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_ERROR);
+	cr_assert_str_eq(R.err, "SERVER_ERROR object too large for cache");
+	cr_assert_eq(R.consumed, (uint32_t)n + MAXI + 2);
+}
+
+Test(proto, other_text_commands)
+{
+	cr_assert_eq(P("delete k\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_DELETE);
+	cr_assert_eq(P("delete k 0 noreply\r\n"), SL_PARSE_OK);
+	cr_assert(R.noreply);
+	assert_err("delete k 10\r\n",
+		   "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]");
+	cr_assert_eq(P("incr k 18446744073709551615\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.delta, UINT64_MAX);
+	assert_err("incr k -1\r\n", "CLIENT_ERROR invalid numeric delta argument");
+	assert_err("incr k\r\n", "ERROR");
+	cr_assert_eq(P("touch k 10 noreply\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_TOUCH);
+	cr_assert(R.noreply);
+	cr_assert_eq(P("flush_all\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_FLUSH_ALL);
+	cr_assert_eq(P("flush_all 10 noreply\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.exptime, 10);
+	assert_err("flush_all x\r\n", "CLIENT_ERROR invalid exptime argument");
+	cr_assert_eq(P("version\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_VERSION);
+	cr_assert_eq(P("verbosity 1\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_VERBOSITY);
+	cr_assert_eq(P("quit\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_QUIT);
+	assert_err("\r\n", "ERROR");
+	assert_err("x\r\n", "ERROR");
+	assert_err("bogus command\r\n", "ERROR");
+	cr_assert_eq(P("GET / HTTP/1.1\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_CLOSE);
+}
+
+Test(proto, long_lines)
+{
+	static char buf[3000];
+	memset(buf, 'a', sizeof(buf));
+	cr_assert_eq(sl_parse(buf, 2000, MAXI, &R), SL_PARSE_MORE);
+	cr_assert_eq(sl_parse(buf, sizeof(buf), MAXI, &R), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_CLOSE);
+	memcpy(buf, "get ", 4);
+	cr_assert_eq(sl_parse(buf, sizeof(buf), MAXI, &R), SL_PARSE_MORE);
+}
+
+Test(proto, nul_ends_the_line)
+{
+	const char in[] = "version\0junk\r\n";
+	cr_assert_eq(sl_parse(in, sizeof(in) - 1, MAXI, &R), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_VERSION);
+	cr_assert_eq(R.consumed, sizeof(in) - 1);
+}
+
+Test(proto, meta)
+{
+	cr_assert_eq(P("mg foo v c f O123 k\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_MG);
+	cr_assert(R.meta.seen & SL_MF('v'));
+	cr_assert_eq(R.meta.nret, 5);
+	cr_assert_eq(R.meta.ret[3], 'O');
+	cr_assert_eq(R.meta.opaque.len, 4);
+
+	cr_assert_eq(P("ms foo 2 T30 F7 MA\r\nhi\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_MS);
+	cr_assert_eq(R.vlen, 2);
+	cr_assert_eq(R.meta.ttl, 30);
+	cr_assert_eq(R.meta.client_flags, 7);
+	cr_assert_eq(R.meta.mode, 'A');
+
+	cr_assert_eq(P("ma foo N0 J13 D2 MD\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.meta.initial, 13);
+	cr_assert_eq(R.meta.delta, 2);
+
+	cr_assert_eq(P("mg Zm9v b k\r\n"), SL_PARSE_OK);
+	cr_assert(R.key_binary);
+	cr_assert_eq(R.key.len, 3);
+	cr_assert(memcmp(R.key.p, "foo", 3) == 0);
+
+	cr_assert_eq(P("mn\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_MN);
+
+	assert_err("mg foo v v\r\n", "CLIENT_ERROR duplicate flag");
+	assert_err("mg foo !\r\n", "CLIENT_ERROR invalid flag");
+	assert_err("mg foo Tx\r\n", "CLIENT_ERROR bad token in command line format");
+	assert_err("md foo !\r\n", "CLIENT_ERROR invalid or duplicate flag");
+	assert_err("ma foo MX\r\n", "CLIENT_ERROR invalid mode for ma M token");
+	assert_err("mg foo O123456789012345678901234567890123\r\n",
+		   "CLIENT_ERROR opaque token too long");
+	assert_err("mg\r\n", "ERROR");
+	assert_err("mz foo\r\n", "ERROR");
+	assert_err("ms foo\r\n", "CLIENT_ERROR bad command line format");
+	assert_err("ms foo 2 MZ\r\nhi\r\n", "CLIENT_ERROR invalid mode for ms M token");
+	cr_assert_eq(R.consumed, 17); /* ms errors swallow the data */
+	assert_err("mg !!!! b\r\n", "CLIENT_ERROR error decoding key");
+	/* q never hides an error */
+	assert_err("ms foo 2 q\r\nhiXX", "CLIENT_ERROR bad data chunk");
+	cr_assert(!R.noreply);
+}
+
+Test(proto, base64)
+{
+	char out[64];
+	cr_assert_eq(sl_b64_encode("foo", 3, out, sizeof(out)), 4);
+	cr_assert(memcmp(out, "Zm9v", 4) == 0);
+	cr_assert_eq(sl_b64_encode("fo", 2, out, sizeof(out)), 4);
+	cr_assert(memcmp(out, "Zm8=", 4) == 0);
+	cr_assert_eq(sl_b64_decode("Zm8=", 4, out, sizeof(out)), 2);
+	cr_assert_eq(sl_b64_decode("Zm8", 3, out, sizeof(out)), 0);
+	cr_assert_eq(sl_b64_decode("Z=8=", 4, out, sizeof(out)), 0);
+}

@@ -1,0 +1,147 @@
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sluice/slot.h"
+#include "sluice/store.h"
+
+static struct sl_store *S;
+
+static void setup(void)
+{
+	struct sl_store_conf c = {.mem_limit = 1 << 20, .max_item_size = 1 << 20,
+				  .arena = SL_STORE_NEW_ARENA};
+	S = sl_store_create(&c);
+	cr_assert_not_null(S);
+}
+
+static void teardown(void)
+{
+	sl_store_destroy(S);
+}
+
+static struct sl_item *put(const char *k, const char *v, uint32_t exp)
+{
+	uint64_t h = sl_key_hash(k, strlen(k));
+	struct sl_item *old = sl_store_get(S, h, k, strlen(k), 1000);
+	struct sl_item *it = sl_store_alloc(S, h, k, strlen(k), strlen(v));
+	if (!it)
+		return NULL;
+	memcpy(sl_item_value(it), v, strlen(v));
+	it->exptime = exp;
+	it->atime = 1000;
+	sl_store_link(S, it, old);
+	return it;
+}
+
+static struct sl_item *get(const char *k, uint32_t now)
+{
+	return sl_store_get(S, sl_key_hash(k, strlen(k)), k, strlen(k), now);
+}
+
+TestSuite(store, .init = setup, .fini = teardown);
+
+Test(store, put_get_replace_unlink)
+{
+	cr_assert_null(get("a", 1000));
+	struct sl_item *a = put("a", "one", 0);
+	cr_assert_not_null(a);
+	cr_assert_eq(get("a", 1000), a);
+	uint64_t c1 = a->cas;
+	struct sl_item *a2 = put("a", "two!", 0);
+	cr_assert_eq(get("a", 1000), a2);
+	cr_assert_gt(a2->cas, c1);
+	cr_assert_eq(a2->vlen, 4);
+	cr_assert_eq(sl_store_stats(S)->curr_items, 1);
+	sl_store_unlink(S, a2);
+	cr_assert_null(get("a", 1000));
+	cr_assert_eq(sl_store_stats(S)->curr_items, 0);
+	cr_assert_eq(sl_store_stats(S)->bytes, 0);
+}
+
+Test(store, many_keys_collide_in_buckets)
+{
+	char k[32];
+	for (int i = 0; i < 5000; i++) {
+		snprintf(k, sizeof(k), "k%d", i);
+		cr_assert_not_null(put(k, "v", 0));
+	}
+	for (int i = 0; i < 5000; i++) {
+		snprintf(k, sizeof(k), "k%d", i);
+		struct sl_item *it = get(k, 1000);
+		cr_assert_not_null(it, "%s", k);
+		cr_assert(memcmp(sl_item_key(it), k, strlen(k)) == 0);
+	}
+}
+
+Test(store, expiry_is_lazy_and_exact)
+{
+	put("t", "x", 1005);
+	cr_assert_not_null(get("t", 1004));
+	cr_assert_null(get("t", 1005));
+	cr_assert_eq(sl_store_stats(S)->reclaimed, 1);
+}
+
+Test(store, exptime_rules)
+{
+	cr_assert_eq(sl_exptime_abs(0, 5000000), 0);
+	cr_assert_eq(sl_exptime_abs(10, 5000000), 5000010);
+	cr_assert_eq(sl_exptime_abs(-1, 5000000), 1);
+	cr_assert_eq(sl_exptime_abs(2592000, 5000000), 7592000);
+	/* beyond 30 days it is an absolute unix time */
+	cr_assert_eq(sl_exptime_abs(2592001, 5000000), 1);
+	cr_assert_eq(sl_exptime_abs(6000000, 5000000), 6000000);
+}
+
+Test(store, limit_is_never_exceeded_and_clock_evicts_cold)
+{
+	char k[32], v[200];
+	memset(v, 'v', sizeof(v) - 1);
+	v[sizeof(v) - 1] = 0;
+	/* a hot key, read between every insert, must survive */
+	put("hot", "h", 0);
+	for (int i = 0; i < 20000; i++) {
+		snprintf(k, sizeof(k), "cold%d", i);
+		cr_assert_not_null(put(k, v, 0));
+		struct sl_item *h = get("hot", 1000);
+		cr_assert_not_null(h, "hot key evicted at %d", i);
+		sl_store_touch_access(h, 1000);
+		cr_assert_leq(sl_store_stats(S)->bytes, sl_store_limit(S));
+	}
+	cr_assert_gt(sl_store_stats(S)->evictions, 10000);
+	cr_assert_lt(sl_store_stats(S)->curr_items, 20000);
+}
+
+Test(store, too_large_and_pin)
+{
+	static char big[1 << 20];
+	uint64_t h = sl_key_hash("b", 1);
+	cr_assert_null(sl_store_alloc(S, h, "b", 1, sizeof(big)));
+	cr_assert_eq(errno, E2BIG);
+	(void)big;
+	/* a pinned item survives allocations that need its memory */
+	struct sl_item *p = put("pinned", "x", 0);
+	sl_store_pin(S, p);
+	char k[32];
+	for (int i = 0; i < 3000; i++) {
+		snprintf(k, sizeof(k), "f%d", i);
+		struct sl_item *it = sl_store_alloc(S, sl_key_hash(k, strlen(k)), k, strlen(k), 900);
+		if (it)
+			sl_store_link(S, it, NULL);
+	}
+	cr_assert_eq(get("pinned", 1000), p);
+	sl_store_pin(S, NULL);
+}
+
+Test(store, flush_all_now_and_later)
+{
+	put("a", "1", 0);
+	sl_store_flush(S, 1000, 0);
+	cr_assert_null(get("a", 1000));
+	put("b", "2", 0); /* stored after the flush: alive */
+	cr_assert_not_null(get("b", 1000));
+	sl_store_flush(S, 1000, 10);
+	cr_assert_not_null(get("b", 1005));
+	cr_assert_null(get("b", 1010));
+}
