@@ -274,15 +274,21 @@ static enum sl_parse_status need_data(const char *buf, size_t len, size_t line_u
 	return SL_PARSE_OK;
 }
 
-/* Swallow vlen+2 bytes after the line (up to what the buffer holds). */
-static enum sl_parse_status swallow(const char *buf, size_t len, size_t line_used,
-				    struct sl_req *r, uint64_t vlen, const char *err)
+/*
+ * Swallow vlen+2 bytes after the line. The reply does not depend on the
+ * data, so it is given at once; what the buffer does not hold yet is left
+ * in r->swallow for a stream transport to discard as it arrives.
+ */
+static enum sl_parse_status swallow(size_t len, size_t line_used, struct sl_req *r, uint64_t vlen,
+				    const char *err)
 {
-	(void)buf;
-	size_t want = line_used + (size_t)vlen + 2;
-	if (len < want)
-		return SL_PARSE_MORE;
-	r->consumed = (uint32_t)want;
+	uint64_t want = line_used + vlen + 2;
+	if (len >= want) {
+		r->consumed = (uint32_t)want;
+	} else {
+		r->consumed = (uint32_t)len;
+		r->swallow = want - len;
+	}
 	return fail(r, err);
 }
 
@@ -470,7 +476,7 @@ static enum sl_parse_status parse_meta(const char *buf, size_t len, size_t line_
 			err = E_TOOLARGE;
 		if (err) {
 			r->noreply = false;
-			return swallow(buf, len, line_used, r, r->vlen, err);
+			return swallow(len, line_used, r, r->vlen, err);
 		}
 		r->flags = r->meta.client_flags;
 		return need_data(buf, len, line_used, r);
@@ -519,7 +525,7 @@ static enum sl_parse_status parse_storage(const char *buf, size_t len, size_t li
 		return fail(r, E_BADFMT);
 	r->vlen = (uint32_t)vlen;
 	if (!item_fits(max_item, r->key.len, r->vlen))
-		return swallow(buf, len, line_used, r, r->vlen, E_TOOLARGE);
+		return swallow(len, line_used, r, r->vlen, E_TOOLARGE);
 	return need_data(buf, len, line_used, r);
 }
 

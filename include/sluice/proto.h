@@ -94,6 +94,7 @@ struct sl_req {
 	bool err_always;      /* error replies even under noreply (meta) */
 	const char *err;      /* SL_CMD_ERROR: reply line without CRLF */
 	uint32_t consumed;    /* bytes this request takes from the buffer */
+	uint64_t swallow;     /* error replies: bytes still to discard after those */
 
 	struct sl_tok line;   /* the command line without CR LF */
 	struct sl_tok key;    /* single-key commands; decoded for meta b */

@@ -130,6 +130,12 @@ Test(proto, too_large_is_swallowed)
 	cr_assert_eq(R.cmd, SL_CMD_ERROR);
 	cr_assert_str_eq(R.err, "SERVER_ERROR object too large for cache");
 	cr_assert_eq(R.consumed, (uint32_t)n + MAXI + 2);
+	cr_assert_eq(R.swallow, 0);
+	/* the reply does not wait for the data: the rest is left to swallow */
+	cr_assert_eq(sl_parse(buf, (size_t)n + 10, MAXI, &R), SL_PARSE_OK);
+	cr_assert_str_eq(R.err, "SERVER_ERROR object too large for cache");
+	cr_assert_eq(R.consumed, (uint32_t)n + 10);
+	cr_assert_eq(R.swallow, MAXI + 2 - 10);
 }
 
 Test(proto, other_text_commands)

@@ -1,0 +1,314 @@
+/*
+ * Packets in and out of a worker: ARP, ICMP echo, IPv4 reassembly and
+ * memcached-over-UDP framing. Everything that is not ours to answer goes to
+ * the exception path (the kernel behind a tap carrying our address) when
+ * there is one, and is otherwise dropped and counted by reason.
+ *
+ * A UDP reply is one message of n datagrams, each carrying the request's id
+ * and sequence numbers 0..n-1 of n:
+ *
+ *   | eth 14 | ipv4 20 | udp 8 | id seq n 0 (8) | up to 1400 reply bytes |
+ *
+ * UDP checksums are left 0 (allowed for IPv4 by RFC 768; memcached's kernel
+ * path computes them, clients do not require them).
+ */
+#include <string.h>
+
+#include <rte_arp.h>
+#include <rte_byteorder.h>
+#include <rte_icmp.h>
+#include <rte_ip.h>
+#include <rte_mbuf.h>
+#include <rte_udp.h>
+
+#include "sluiced.h"
+
+#define HDR_LEN (sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + \
+		 sizeof(struct rte_udp_hdr) + SL_FRAME_LEN)
+
+void sl_worker_tx_flush(struct sl_app *a, struct sl_worker *w)
+{
+	unsigned sent = 0;
+	for (int tries = 0; sent < w->ntx && tries < 16; tries++)
+		sent += rte_eth_tx_burst(a->cfg.port, (uint16_t)w->idx, w->tx + sent,
+					 (uint16_t)(w->ntx - sent));
+	w->ex.st.tx_packets += sent;
+	if (sent < w->ntx) {
+		w->ex.st.drops[SL_DROP_tx_full] += w->ntx - sent;
+		rte_pktmbuf_free_bulk(w->tx + sent, w->ntx - sent);
+	}
+	w->ntx = 0;
+}
+
+void sl_worker_tx(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m)
+{
+	if (w->ntx == RTE_DIM(w->tx))
+		sl_worker_tx_flush(a, w);
+	w->tx[w->ntx++] = m;
+}
+
+static void to_kernel(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m,
+		      enum sl_drop why)
+{
+	if (a->cfg.exc_port >= 0 && rte_ring_mp_enqueue(a->exc_ring, m) == 0) {
+		w->ex.st.exception_pkts++;
+		return;
+	}
+	w->ex.st.drops[why]++;
+	rte_pktmbuf_free(m);
+}
+
+static void handle_arp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m)
+{
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct rte_arp_hdr *arp = (struct rte_arp_hdr *)(eth + 1);
+	if (m->data_len < sizeof(*eth) + sizeof(*arp) ||
+	    arp->arp_hardware != rte_cpu_to_be_16(RTE_ARP_HRD_ETHER) ||
+	    arp->arp_protocol != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) {
+		w->ex.st.drops[SL_DROP_other_proto]++;
+		rte_pktmbuf_free(m);
+		return;
+	}
+	if (arp->arp_opcode == rte_cpu_to_be_16(RTE_ARP_OP_REQUEST) &&
+	    arp->arp_data.arp_tip == a->cfg.ip) {
+		struct rte_mbuf *r = rte_pktmbuf_alloc(a->pktpool);
+		if (r) {
+			size_t len = sizeof(*eth) + sizeof(*arp);
+			struct rte_ether_hdr *re = (struct rte_ether_hdr *)rte_pktmbuf_append(r, (uint16_t)len);
+			struct rte_arp_hdr *ra = (struct rte_arp_hdr *)(re + 1);
+			re->dst_addr = eth->src_addr;
+			re->src_addr = a->mac;
+			re->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
+			*ra = *arp;
+			ra->arp_opcode = rte_cpu_to_be_16(RTE_ARP_OP_REPLY);
+			ra->arp_data.arp_tha = arp->arp_data.arp_sha;
+			ra->arp_data.arp_tip = arp->arp_data.arp_sip;
+			ra->arp_data.arp_sha = a->mac;
+			ra->arp_data.arp_sip = a->cfg.ip;
+			sl_worker_tx(a, w, r);
+			w->ex.st.arp_replies++;
+		} else {
+			w->ex.st.drops[SL_DROP_no_mbuf]++;
+		}
+	}
+	/* the kernel behind the exception path needs ARP too, to reach
+	 * its TCP peers */
+	to_kernel(a, w, m, SL_DROP_other_proto);
+}
+
+static void handle_icmp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m,
+			struct rte_ipv4_hdr *ip, uint16_t ihl)
+{
+	uint16_t tot = rte_be_to_cpu_16(ip->total_length);
+	struct rte_icmp_hdr *ic = (struct rte_icmp_hdr *)((uint8_t *)ip + ihl);
+	if (m->nb_segs != 1 || tot < ihl + sizeof(*ic) || ic->icmp_type != RTE_IP_ICMP_ECHO_REQUEST) {
+		to_kernel(a, w, m, SL_DROP_other_proto);
+		return;
+	}
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct rte_ether_addr t = eth->src_addr;
+	eth->src_addr = a->mac;
+	eth->dst_addr = t;
+	ip->dst_addr = ip->src_addr;
+	ip->src_addr = a->cfg.ip;
+	ip->time_to_live = 64;
+	ip->hdr_checksum = 0;
+	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	ic->icmp_type = RTE_IP_ICMP_ECHO_REPLY;
+	ic->icmp_cksum = 0;
+	ic->icmp_cksum = (uint16_t)~rte_raw_cksum(ic, tot - ihl);
+	/* trim any Ethernet padding */
+	rte_pktmbuf_trim(m, (uint16_t)(m->pkt_len - sizeof(*eth) - tot));
+	w->ex.st.icmp_replies++;
+	sl_worker_tx(a, w, m);
+}
+
+static void handle_udp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m,
+		       struct rte_ipv4_hdr *ip, uint16_t ihl)
+{
+	uint16_t tot = rte_be_to_cpu_16(ip->total_length);
+	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)((uint8_t *)ip + ihl);
+	uint16_t ulen = rte_be_to_cpu_16(udp->dgram_len);
+	if (ulen < sizeof(*udp) || ulen > tot - ihl) {
+		w->ex.st.drops[SL_DROP_bad_udp]++;
+		rte_pktmbuf_free(m);
+		return;
+	}
+	if (udp->dst_port != rte_cpu_to_be_16(a->cfg.udp_port)) {
+		to_kernel(a, w, m, SL_DROP_udp_port);
+		return;
+	}
+	uint32_t plen = ulen - (uint32_t)sizeof(*udp);
+	uint32_t off = (uint32_t)(sizeof(struct rte_ether_hdr) + ihl + sizeof(*udp));
+	uint8_t fh[SL_FRAME_LEN];
+	const uint8_t *fp = rte_pktmbuf_read(m, off, plen < SL_FRAME_LEN ? plen : SL_FRAME_LEN, fh);
+	struct sl_frame f;
+	enum sl_frame_verdict v = sl_frame_decode(fp, plen, &f);
+	if (v != SL_FRAME_OK) {
+		w->ex.st.drops[v == SL_FRAME_SHORT ? SL_DROP_short_frame : SL_DROP_multi_datagram]++;
+		rte_pktmbuf_free(m);
+		return;
+	}
+	struct sl_msg *msg;
+	if (rte_mempool_get(a->msgpool, (void **)&msg) != 0) {
+		w->ex.st.drops[SL_DROP_no_mbuf]++;
+		rte_pktmbuf_free(m);
+		return;
+	}
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	msg->origin = SL_ORIGIN_UDP;
+	msg->peer_mac = eth->src_addr;
+	msg->peer_ip = ip->src_addr;
+	msg->peer_port = udp->src_port;
+	msg->frame_id = f.id;
+	msg->m = m;
+	uint32_t len = plen - SL_FRAME_LEN;
+	const char *in;
+	if (off + SL_FRAME_LEN + len <= m->data_len) {
+		in = rte_pktmbuf_mtod_offset(m, const char *, off + SL_FRAME_LEN);
+	} else {
+		/* a reassembled datagram spans several mbufs: make it flat */
+		if (msg->heap_cap < len) {
+			char *p = realloc(msg->heap_in, len);
+			if (!p) {
+				w->ex.st.drops[SL_DROP_no_mbuf]++;
+				rte_pktmbuf_free(m);
+				rte_mempool_put(a->msgpool, msg);
+				return;
+			}
+			msg->heap_in = p;
+			msg->heap_cap = len;
+		}
+		/* rte_pktmbuf_read copies only when the bytes are not contiguous */
+		in = msg->heap_in;
+		const void *src = rte_pktmbuf_read(m, off + SL_FRAME_LEN, len, msg->heap_in);
+		if (src != msg->heap_in)
+			memcpy(msg->heap_in, src, len);
+	}
+	sl_conv_reset(&msg->conv, in, len, true);
+	sl_msg_run(a, w, msg);
+}
+
+int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uint64_t tsc)
+{
+	w->ex.st.rx_packets++;
+	if (m->data_len < sizeof(struct rte_ether_hdr)) {
+		w->ex.st.drops[SL_DROP_not_ipv4]++;
+		rte_pktmbuf_free(m);
+		return 0;
+	}
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	uint16_t et = rte_be_to_cpu_16(eth->ether_type);
+	if (et == RTE_ETHER_TYPE_ARP) {
+		handle_arp(a, w, m);
+		return 0;
+	}
+	if (et != RTE_ETHER_TYPE_IPV4) {
+		to_kernel(a, w, m, SL_DROP_not_ipv4);
+		return 0;
+	}
+	if (m->data_len < sizeof(*eth) + sizeof(struct rte_ipv4_hdr)) {
+		w->ex.st.drops[SL_DROP_bad_ip]++;
+		rte_pktmbuf_free(m);
+		return 0;
+	}
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
+	uint16_t ihl = (uint16_t)((ip->version_ihl & 0xf) * 4);
+	uint16_t tot = rte_be_to_cpu_16(ip->total_length);
+	if ((ip->version_ihl >> 4) != 4 || ihl < 20 || tot < ihl ||
+	    sizeof(*eth) + tot > m->pkt_len || sizeof(*eth) + ihl > m->data_len) {
+		w->ex.st.drops[SL_DROP_bad_ip]++;
+		rte_pktmbuf_free(m);
+		return 0;
+	}
+	if (ip->dst_addr != a->cfg.ip) {
+		/* broadcast and multicast may interest the kernel */
+		to_kernel(a, w, m, SL_DROP_not_for_us);
+		return 0;
+	}
+	if (rte_ipv4_frag_pkt_is_fragmented(ip)) {
+		m->l2_len = sizeof(*eth);
+		m->l3_len = ihl;
+		/* fragments past the Ethernet minimum may carry padding */
+		rte_pktmbuf_trim(m, (uint16_t)(m->pkt_len - sizeof(*eth) - tot));
+		struct rte_mbuf *r = rte_ipv4_frag_reassemble_packet(w->frag, &w->dr, m, tsc, ip);
+		if (!r)
+			return 0; /* held for more fragments, or dropped into death row */
+		m = r;
+		eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+		ip = (struct rte_ipv4_hdr *)(eth + 1);
+		ihl = (uint16_t)((ip->version_ihl & 0xf) * 4);
+		tot = rte_be_to_cpu_16(ip->total_length);
+		if (sizeof(*eth) + tot > m->pkt_len) {
+			w->ex.st.drops[SL_DROP_frag_failed]++;
+			rte_pktmbuf_free(m);
+			return 0;
+		}
+	}
+	switch (ip->next_proto_id) {
+	case IPPROTO_UDP:
+		if (sizeof(*eth) + ihl + sizeof(struct rte_udp_hdr) > m->data_len) {
+			w->ex.st.drops[SL_DROP_bad_udp]++;
+			rte_pktmbuf_free(m);
+			return 0;
+		}
+		handle_udp(a, w, m, ip, ihl);
+		break;
+	case IPPROTO_ICMP:
+		handle_icmp(a, w, m, ip, ihl);
+		break;
+	default:
+		to_kernel(a, w, m, SL_DROP_other_proto);
+		break;
+	}
+	return 0;
+}
+
+void sl_net_send_reply(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg)
+{
+	const struct sl_buf *o = &msg->conv.out;
+	if (o->len == 0)
+		return; /* noreply, quit: memcached sends nothing either */
+	uint32_t n = sl_frame_count(o->len);
+	if (n > UINT16_MAX)
+		n = UINT16_MAX;
+	static __thread uint16_t ip_id;
+	for (uint32_t i = 0; i < n; i++) {
+		size_t off = (size_t)i * SL_UDP_CHUNK;
+		size_t chunk = o->len - off < SL_UDP_CHUNK ? o->len - off : SL_UDP_CHUNK;
+		struct rte_mbuf *m = rte_pktmbuf_alloc(a->pktpool);
+		if (!m) {
+			w->ex.st.drops[SL_DROP_no_mbuf]++;
+			return;
+		}
+		uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(HDR_LEN + chunk));
+		struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
+		struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
+		struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
+		uint8_t *fr = (uint8_t *)(udp + 1);
+		eth->dst_addr = msg->peer_mac;
+		eth->src_addr = a->mac;
+		eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+		ip->version_ihl = RTE_IPV4_VHL_DEF;
+		ip->type_of_service = 0;
+		ip->total_length = rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + sizeof(*udp) +
+							       SL_FRAME_LEN + chunk));
+		ip->packet_id = rte_cpu_to_be_16(ip_id++);
+		ip->fragment_offset = 0;
+		ip->time_to_live = 64;
+		ip->next_proto_id = IPPROTO_UDP;
+		ip->src_addr = a->cfg.ip;
+		ip->dst_addr = msg->peer_ip;
+		ip->hdr_checksum = 0;
+		ip->hdr_checksum = rte_ipv4_cksum(ip);
+		udp->src_port = rte_cpu_to_be_16(a->cfg.udp_port);
+		udp->dst_port = msg->peer_port;
+		udp->dgram_len = rte_cpu_to_be_16((uint16_t)(sizeof(*udp) + SL_FRAME_LEN + chunk));
+		udp->dgram_cksum = 0;
+		struct sl_frame f = {.id = msg->frame_id, .seq = (uint16_t)i, .count = (uint16_t)n};
+		sl_frame_encode(fr, &f);
+		memcpy(fr + SL_FRAME_LEN, o->p + off, chunk);
+		w->ex.st.bytes_written += chunk;
+		sl_worker_tx(a, w, m);
+	}
+}

@@ -1,0 +1,161 @@
+/*
+ * The worker loop (run to completion, as DPDK's l2fwd): RX burst, handle
+ * each packet, take conversations other cores handed over, flush TX, and
+ * back off when idle so that an idle node costs almost no CPU.
+ *
+ * A handoff that finds the ring full: a UDP request is dropped and counted
+ * (the client retries, as with any lost datagram); a TCP request must not
+ * be lost, so it waits in a per-worker backlog and is retried every loop.
+ */
+#include <time.h>
+#include <unistd.h>
+
+#include <rte_cycles.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+
+#include "sluiced.h"
+
+struct backlog {
+	struct sl_msg *m[SL_RING_SIZE];
+	unsigned to[SL_RING_SIZE];
+	unsigned n;
+};
+
+static __thread struct backlog blog;
+
+uint32_t sl_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+	return (uint32_t)ts.tv_sec;
+}
+
+static void msg_put(struct sl_app *a, struct sl_msg *msg)
+{
+	if (msg->m) {
+		rte_pktmbuf_free(msg->m);
+		msg->m = NULL;
+	}
+	/* do not let one huge reply pin memory in the pool forever */
+	if (msg->conv.out.cap > (1u << 20))
+		sl_buf_release(&msg->conv.out);
+	rte_mempool_put(a->msgpool, msg);
+}
+
+static bool send_to(struct sl_app *a, struct sl_worker *w, unsigned to, struct sl_msg *msg)
+{
+	return rte_ring_sp_enqueue(a->ring[w->idx][to], msg) == 0;
+}
+
+void sl_msg_done(struct sl_app *a, struct sl_msg *msg)
+{
+	msg_put(a, msg);
+}
+
+void sl_msg_run(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg)
+{
+	unsigned to = 0;
+	if (sl_exec_run(&w->ex, &msg->conv, sl_now(), &to) == SL_EXEC_FORWARD) {
+		if (send_to(a, w, to, msg)) {
+			w->ex.st.handoffs_out++;
+			return;
+		}
+		if (msg->origin == SL_ORIGIN_TCP && blog.n < SL_RING_SIZE) {
+			blog.m[blog.n] = msg;
+			blog.to[blog.n++] = to;
+			return;
+		}
+		w->ex.st.drops[SL_DROP_handoff_full]++;
+		msg_put(a, msg);
+		return;
+	}
+	if (msg->origin == SL_ORIGIN_UDP) {
+		sl_net_send_reply(a, w, msg);
+		msg_put(a, msg);
+		return;
+	}
+	/* TCP: the main lcore writes the reply to the socket */
+	unsigned main_idx = a->node.nworkers;
+	if (!send_to(a, w, main_idx, msg)) {
+		blog.m[blog.n] = msg;
+		blog.to[blog.n++] = main_idx;
+	}
+}
+
+static unsigned retry_backlog(struct sl_app *a, struct sl_worker *w)
+{
+	unsigned keep = 0, n = blog.n;
+	for (unsigned i = 0; i < n; i++) {
+		if (send_to(a, w, blog.to[i], blog.m[i]))
+			continue;
+		blog.m[keep] = blog.m[i];
+		blog.to[keep++] = blog.to[i];
+	}
+	blog.n = keep;
+	return n - keep;
+}
+
+int sl_worker_main(void *arg)
+{
+	struct sl_worker *w = arg;
+	struct sl_app *a = sl_app;
+	struct rte_mbuf *pkts[SL_BURST];
+	struct sl_msg *msgs[SL_BURST];
+	unsigned nsrc = a->node.nworkers + 1;
+	unsigned idle = 0, sleep_us = 1;
+
+	while (!a->quit) {
+		uint64_t tsc = rte_rdtsc();
+		unsigned work = 0;
+		uint16_t n = rte_eth_rx_burst(a->cfg.port, (uint16_t)w->idx, pkts, SL_BURST);
+		for (uint16_t i = 0; i < n; i++) {
+			if (i + 1 < n)
+				rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void *));
+			sl_net_handle(a, w, pkts[i], tsc);
+		}
+		work += n;
+		for (unsigned src = 0; src < nsrc; src++) {
+			if (src == w->idx)
+				continue;
+			unsigned k = rte_ring_sc_dequeue_burst(a->ring[src][w->idx], (void **)msgs,
+							       SL_BURST, NULL);
+			for (unsigned i = 0; i < k; i++) {
+				w->ex.st.handoffs_in++;
+				sl_msg_run(a, w, msgs[i]);
+			}
+			work += k;
+		}
+		if (blog.n)
+			work += retry_backlog(a, w);
+		if (w->idx == 0) {
+			/* what the kernel behind the exception path sends */
+			unsigned k = rte_ring_sc_dequeue_burst(a->wire_ring, (void **)pkts, SL_BURST,
+							       NULL);
+			for (unsigned i = 0; i < k; i++)
+				sl_worker_tx(a, w, pkts[i]);
+			work += k;
+		}
+		if (w->ntx)
+			sl_worker_tx_flush(a, w);
+		rte_ip_frag_free_death_row(&w->dr, 3);
+
+		if (work) {
+			idle = 0;
+			sleep_us = 1;
+			continue;
+		}
+		/* spin briefly (a burst may be on its way), then sleep longer
+		 * and longer up to SL_MAX_IDLE_US */
+		if (++idle < 256) {
+			rte_pause();
+			continue;
+		}
+		w->ex.st.idle_sleeps++;
+		usleep(sleep_us);
+		if (sleep_us < SL_MAX_IDLE_US)
+			sleep_us *= 2;
+	}
+	sl_worker_tx_flush(a, w);
+	return 0;
+}

@@ -1,0 +1,213 @@
+"""Start sluiced on net_tap inside network namespaces the test creates.
+
+Layout (one node):
+
+    root netns                         client netns slcN
+    +-----------------------------+    +------------------------------+
+    | sluiced (DPDK, --no-pci)    |    | tap "sldN" (the node's wire) |
+    |   port 0: net_tap sldN  ----+--->|   198.18.N.2/24              |
+    |   port 1: net_tap slxN  --+ |    |   UDP/TCP clients run here   |
+    |   TCP 127.0.0.1:PORT      | |    +------------------------------+
+    +---------------------------+-+
+                                |      exception netns slxN
+                                +----> tap "slxN": 198.18.N.1/24, the
+                                       node's MAC; kernel TCP listener
+
+Traffic stays inside these namespaces and 198.18.0.0/15. Everything is torn
+down in stop(), which tests call from fixtures (also on failure).
+"""
+import ctypes
+import os
+import signal
+import socket
+import struct
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("SLUICE_BUILD", os.path.join(ROOT, "build"))
+SLUICED = os.path.join(BUILD, "sluiced")
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
+def sh(*args, check=True):
+    return subprocess.run(list(args), check=check, capture_output=True, text=True)
+
+
+class InNetns:
+    """Context manager: the calling thread enters a netns; sockets made inside
+    keep it after we return (setns is per thread)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        self.orig = os.open("/proc/self/ns/net", os.O_RDONLY)
+        fd = os.open("/var/run/netns/" + self.name, os.O_RDONLY)
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns " + self.name)
+        finally:
+            os.close(fd)
+        return self
+
+    def __exit__(self, *exc):
+        _libc.setns(self.orig, CLONE_NEWNET)
+        os.close(self.orig)
+
+
+class Node:
+    """One sluiced with its namespaces. idx picks 198.18.idx.0/24."""
+
+    def __init__(self, idx=1, workers=2, memory=64, tcp_port=None, extra=(), lcores=None,
+                 max_item=None):
+        self.idx = idx
+        self.tag = f"{os.getpid() % 10000}{idx}"
+        self.cns = f"slc{self.tag}"
+        self.xns = f"slx{self.tag}"
+        self.dp_if = f"sld{self.tag}"
+        self.ex_if = f"slx{self.tag}"
+        self.ip = f"198.18.{idx}.1"
+        self.client_ip = f"198.18.{idx}.2"
+        self.workers = workers
+        self.memory = memory
+        self.tcp_port = tcp_port or (30000 + (os.getpid() * 7 + idx) % 20000)
+        self.extra = list(extra)
+        self.lcores = lcores or ",".join(["0@0"] + [f"{i + 1}@{(i + 1) % 2}" for i in range(workers)])
+        self.max_item = max_item
+        self.proc = None
+        self.log = os.path.join(os.environ.get("SLUICE_LOGDIR", "/tmp"), f"sluiced-{self.tag}.log")
+
+    def start(self, timeout=30):
+        self.stop()  # leftovers of an earlier, killed run
+        sh("ip", "netns", "add", self.cns)
+        sh("ip", "netns", "add", self.xns)
+        cmd = [SLUICED, "--no-pci", "--no-huge", "-m", "256", "--file-prefix", f"sl{self.tag}",
+               "--lcores", self.lcores, "--log-level", "*:error",
+               "--vdev", f"net_tap{self.tag}a,iface={self.dp_if}",
+               "--vdev", f"net_tap{self.tag}b,iface={self.ex_if}",
+               "--", "--ip", f"{self.ip}/24", "--tcp", f"127.0.0.1:{self.tcp_port}",
+               "--memory", str(self.memory), "--workers", str(self.workers),
+               "--exception-port", "1", "--exception-netns", self.xns] + self.extra
+        if self.max_item:
+            cmd += ["--max-item-size", str(self.max_item)]
+        self.logf = open(self.log, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("sluiced exited: " + open(self.log).read())
+            if "sluiced: ready" in open(self.log).read():
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("sluiced did not start: " + open(self.log).read())
+        sh("ip", "link", "set", self.dp_if, "netns", self.cns)
+        sh("ip", "-n", self.cns, "link", "set", self.dp_if, "address", f"02:00:00:00:{self.idx:02x}:02")
+        sh("ip", "-n", self.cns, "addr", "add", f"{self.client_ip}/24", "dev", self.dp_if)
+        sh("ip", "-n", self.cns, "link", "set", self.dp_if, "up")
+        sh("ip", "-n", self.cns, "link", "set", "lo", "up")
+        # wait until the fast path answers
+        while time.time() < deadline:
+            try:
+                if self.udp(b"version\r\n", timeout=0.5).startswith(b"VERSION"):
+                    return self
+            except (socket.timeout, OSError):
+                pass
+        raise RuntimeError("sluiced does not answer over UDP: " + open(self.log).read())
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        rc = self.proc.returncode if self.proc else None
+        self.proc = None
+        for ns in (self.cns, self.xns):
+            sh("ip", "netns", "del", ns, check=False)
+        for ifn in (self.dp_if, self.ex_if):
+            sh("ip", "link", "del", ifn, check=False)
+        return rc
+
+    # ---- clients -------------------------------------------------------
+
+    def udp_socket(self):
+        with InNetns(self.cns):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        return s
+
+    def tcp_dataplane(self, timeout=5):
+        """TCP to the node's own address (through the exception path)."""
+        with InNetns(self.cns):
+            s = socket.create_connection((self.ip, 11211), timeout=timeout)
+        return s
+
+    def tcp_local(self, timeout=5):
+        return socket.create_connection(("127.0.0.1", self.tcp_port), timeout=timeout)
+
+    def udp(self, payload, req_id=1, timeout=2.0, sock=None, raw=False):
+        """Send one request datagram; collect the reply message (all
+        datagrams of the request id) and return its bytes in order."""
+        own = sock is None
+        s = sock or self.udp_socket()
+        try:
+            s.settimeout(timeout)
+            s.sendto(struct.pack(">HHHH", req_id, 0, 1, 0) + payload, (self.ip, 11211))
+            return recv_message(s, req_id) if not raw else s.recvfrom(65536)[0]
+        finally:
+            if own:
+                s.close()
+
+    def stats(self):
+        s = self.tcp_local()
+        try:
+            return parse_stats(tcp_exchange(s, b"stats\r\n", b"END\r\n"))
+        finally:
+            s.close()
+
+    def netns_run(self, *args, timeout=120, **kw):
+        return subprocess.run(["ip", "netns", "exec", self.cns] + list(args), capture_output=True,
+                              text=True, timeout=timeout, **kw)
+
+
+def recv_message(s, req_id):
+    parts = {}
+    total = None
+    while total is None or len(parts) < total:
+        d, _ = s.recvfrom(65536)
+        rid, seq, cnt, _res = struct.unpack(">HHHH", d[:8])
+        if rid != req_id:
+            continue
+        if total is None:
+            total = cnt
+        assert cnt == total, "datagram count changed within one message"
+        assert seq < cnt, "sequence number out of range"
+        assert seq not in parts, "duplicate datagram"
+        parts[seq] = d[8:]
+    return b"".join(parts[i] for i in range(total))
+
+
+def tcp_exchange(s, data, until, timeout=5):
+    s.settimeout(timeout)
+    if data:
+        s.sendall(data)
+    buf = b""
+    while not buf.endswith(until):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def parse_stats(text):
+    out = {}
+    for line in text.decode().splitlines():
+        p = line.split(" ", 2)
+        if len(p) == 3 and p[0] == "STAT":
+            out[p[1]] = p[2]
+    return out
