@@ -12,8 +12,9 @@
  *
  * memcached answers nothing for a request whose seq != 0 or count != 1
  * (multi-datagram requests were never implemented); we drop and count those.
- * Responses carry at most SL_UDP_CHUNK payload bytes per datagram, the same
- * figure memcached uses, so that responses stay below a 1500-byte MTU.
+ * A response datagram's UDP payload, header included, is at most 1400 bytes
+ * (1392 of reply), memcached's figure: clients size their receive buffer
+ * for it (php-memcache reads 1401 bytes and refuses anything longer).
  */
 #ifndef SLUICE_FRAME_H
 #define SLUICE_FRAME_H
@@ -22,7 +23,8 @@
 #include <stdint.h>
 
 #define SL_FRAME_LEN 8u
-#define SL_UDP_CHUNK 1400u
+#define SL_UDP_PAYLOAD_MAX 1400u /* header included, as memcached's UDP_MAX_PAYLOAD_SIZE */
+#define SL_UDP_CHUNK (SL_UDP_PAYLOAD_MAX - SL_FRAME_LEN)
 
 struct sl_frame {
 	uint16_t id;
