@@ -118,6 +118,16 @@ static bool is_mine(struct sl_exec *ex, struct sl_conv *c, struct sl_tok k, uint
 
 /* ---- helpers over items ---------------------------------------------------- */
 
+static struct sl_class_stats *cls_of(struct sl_exec *ex, const struct sl_item *it)
+{
+	return sl_store_class(ex->store, it->cls);
+}
+
+static struct sl_class_stats *cls_for(struct sl_exec *ex, size_t klen, size_t vlen)
+{
+	return sl_store_class(ex->store, sl_class_of(sl_mc_ntotal(klen, vlen)));
+}
+
 static void mark_fetched(struct sl_item *it, uint32_t now)
 {
 	it->bits |= SL_IT_FETCHED;
@@ -150,6 +160,7 @@ static enum store_res do_store(struct sl_exec *ex, const struct store_args *a, u
 	struct sl_item *old = sl_store_get(s, a->hash, a->key.p, a->key.len, now);
 	enum { CAS_NONE, CAS_MATCH, CAS_BADVAL, CAS_STALE } cr = CAS_NONE;
 	*cas_out = 0;
+	cls_for(ex, a->key.len, a->vlen)->cmd_set++;
 
 	if (old) {
 		if (a->cas == 0)
@@ -171,8 +182,11 @@ static enum store_res do_store(struct sl_exec *ex, const struct store_args *a, u
 	case SL_CMD_CAS:
 		if (!old)
 			return ST_NOT_FOUND;
-		if (cr != CAS_MATCH && cr != CAS_STALE)
+		if (cr != CAS_MATCH && cr != CAS_STALE) {
+			cls_of(ex, old)->cas_badval++;
 			return ST_EXISTS;
+		}
+		cls_of(ex, old)->cas_hits++;
 		break;
 	case SL_CMD_REPLACE:
 		if (!old)
@@ -245,10 +259,13 @@ static enum delta_res do_delta(struct sl_exec *ex, struct sl_tok key, uint64_t h
 		return D_CAS_MISMATCH;
 	if (!sl_strtoull(sl_item_value(it), it->vlen, &v))
 		return D_NON_NUMERIC;
-	if (incr)
+	if (incr) {
 		v += delta;
-	else
+		cls_of(ex, it)->incr_hits++;
+	} else {
 		v = delta > v ? 0 : v - delta;
+		cls_of(ex, it)->decr_hits++;
+	}
 	int n = snprintf(buf, 24, "%" PRIu64, v);
 	if ((uint32_t)n <= it->vlen) {
 		/* in place, padded with spaces, as memcached does */
@@ -321,8 +338,12 @@ static void get_one(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *
 	}
 	if (!it)
 		return;
-	if (touch)
+	if (touch) {
 		it->exptime = sl_exptime_abs(r->exptime, now);
+		cls_of(ex, it)->touch_hits++;
+	} else {
+		cls_of(ex, it)->get_hits++;
+	}
 	value_line(&c->out, it, with_cas);
 	mark_fetched(it, now);
 }
@@ -553,9 +574,11 @@ static void meta_get(struct sl_exec *ex, struct sl_conv *c, const struct sl_req 
 	if (ttl_set) {
 		ex->st.cmd_touch++;
 		ex->st.touch_hits++;
+		cls_of(ex, it)->touch_hits++;
 	} else {
 		ex->st.cmd_get++;
 		ex->st.get_hits++;
+		cls_of(ex, it)->get_hits++;
 	}
 }
 
@@ -659,6 +682,7 @@ static void meta_delete(struct sl_exec *ex, struct sl_conv *c, const struct sl_r
 		ex->st.delete_hits++;
 		code = "HD";
 	} else {
+		cls_of(ex, it)->delete_hits++;
 		sl_store_unlink(ex->store, it);
 		ex->st.delete_hits++;
 		code = "HD";
@@ -921,6 +945,107 @@ static void stats_general(struct sl_exec *ex, struct sl_buf *o, uint32_t now)
 	put_line(o, "END");
 }
 
+/* Per size class sums over all cores (racy reads, like every stat). */
+static void class_sum(const struct sl_node *n, unsigned cls, struct sl_class_stats *sum)
+{
+	memset(sum, 0, sizeof(*sum));
+	for (unsigned i = 0; i < n->nworkers; i++) {
+		const volatile struct sl_class_stats *c = sl_store_class(n->cores[i]->store, cls);
+#define X(f) sum->f += c->f;
+		SL_CLASS_COUNTERS(X)
+#undef X
+	}
+}
+
+static void stat_cls(struct sl_buf *o, const char *prefix, unsigned cls, const char *name,
+		     uint64_t v)
+{
+	char t[96];
+	snprintf(t, sizeof(t), "%s%u:%s", prefix, cls, name);
+	stat_u(o, t, v);
+}
+
+/*
+ * "stats slabs": memcached's fields per size class. Sluice has no slab
+ * pages: pages are what the class's items would fill, at least one for a
+ * class that was ever used.
+ */
+static void stats_slabs(struct sl_exec *ex, struct sl_buf *o)
+{
+	unsigned active = 0;
+	uint64_t malloced = 0;
+	for (unsigned c = 1; c <= sl_class_count(); c++) {
+		struct sl_class_stats s;
+		class_sum(ex->node, c, &s);
+		if (s.number == 0 && s.cmd_set == 0)
+			continue;
+		uint64_t per = sl_class_perslab(c);
+		uint64_t pages = s.number ? (s.number + per - 1) / per : 1;
+		active++;
+		malloced += pages * SL_SLAB_PAGE;
+		stat_cls(o, "", c, "chunk_size", sl_class_chunk(c));
+		stat_cls(o, "", c, "chunks_per_page", per);
+		stat_cls(o, "", c, "total_pages", pages);
+		stat_cls(o, "", c, "total_chunks", pages * per);
+		stat_cls(o, "", c, "used_chunks", s.number);
+		stat_cls(o, "", c, "free_chunks", pages * per - s.number);
+		stat_cls(o, "", c, "free_chunks_end", 0);
+		stat_cls(o, "", c, "get_hits", s.get_hits);
+		stat_cls(o, "", c, "cmd_set", s.cmd_set);
+		stat_cls(o, "", c, "delete_hits", s.delete_hits);
+		stat_cls(o, "", c, "incr_hits", s.incr_hits);
+		stat_cls(o, "", c, "decr_hits", s.decr_hits);
+		stat_cls(o, "", c, "cas_hits", s.cas_hits);
+		stat_cls(o, "", c, "cas_badval", s.cas_badval);
+		stat_cls(o, "", c, "touch_hits", s.touch_hits);
+	}
+	stat_u(o, "active_slabs", active);
+	stat_u(o, "total_malloced", malloced);
+	put_line(o, "END");
+}
+
+/* "stats items": classes holding items. CLOCK has no hot/warm/cold
+ * segments, so every item counts as hot and the segment moves are 0. */
+static void stats_items(struct sl_exec *ex, struct sl_buf *o)
+{
+	for (unsigned c = 1; c <= sl_class_count(); c++) {
+		struct sl_class_stats s;
+		class_sum(ex->node, c, &s);
+		if (s.number == 0)
+			continue;
+		const char *p = "items:";
+		stat_cls(o, p, c, "number", s.number);
+		stat_cls(o, p, c, "number_hot", s.number);
+		stat_cls(o, p, c, "number_warm", 0);
+		stat_cls(o, p, c, "number_cold", 0);
+		stat_cls(o, p, c, "age_hot", 0);
+		stat_cls(o, p, c, "age_warm", 0);
+		stat_cls(o, p, c, "age", 0);
+		stat_cls(o, p, c, "mem_requested", s.mem_requested);
+		stat_cls(o, p, c, "evicted", s.evicted);
+		stat_cls(o, p, c, "evicted_nonzero", 0);
+		stat_cls(o, p, c, "evicted_time", 0);
+		stat_cls(o, p, c, "outofmemory", s.outofmemory);
+		stat_cls(o, p, c, "tailrepairs", 0);
+		stat_cls(o, p, c, "reclaimed", s.reclaimed);
+		stat_cls(o, p, c, "expired_unfetched", s.expired_unfetched);
+		stat_cls(o, p, c, "evicted_unfetched", s.evicted_unfetched);
+		stat_cls(o, p, c, "evicted_active", 0);
+		stat_cls(o, p, c, "crawler_reclaimed", 0);
+		stat_cls(o, p, c, "crawler_items_checked", 0);
+		stat_cls(o, p, c, "lrutail_reflocked", 0);
+		stat_cls(o, p, c, "moves_to_cold", 0);
+		stat_cls(o, p, c, "moves_to_warm", 0);
+		stat_cls(o, p, c, "moves_within_lru", 0);
+		stat_cls(o, p, c, "direct_reclaims", 0);
+		stat_cls(o, p, c, "hits_to_hot", s.get_hits);
+		stat_cls(o, p, c, "hits_to_warm", 0);
+		stat_cls(o, p, c, "hits_to_cold", 0);
+		stat_cls(o, p, c, "hits_to_temp", 0);
+	}
+	put_line(o, "END");
+}
+
 static void stats_settings(struct sl_exec *ex, struct sl_buf *o)
 {
 	const struct sl_node *n = ex->node;
@@ -969,6 +1094,16 @@ static void run_keyed(struct sl_exec *ex, struct sl_conv *c, const struct sl_req
 		      uint32_t now)
 {
 	struct sl_item *it;
+	if (r->too_large) {
+		ex->st.store_too_large++;
+		if (r->cmd == SL_CMD_SET || r->cmd == SL_CMD_MS) {
+			it = sl_store_get(ex->store, h, r->key.p, r->key.len, now);
+			if (it)
+				sl_store_unlink(ex->store, it);
+		}
+		reply(c, r, r->err);
+		return;
+	}
 	switch (r->cmd) {
 	case SL_CMD_SET:
 	case SL_CMD_ADD:
@@ -981,6 +1116,7 @@ static void run_keyed(struct sl_exec *ex, struct sl_conv *c, const struct sl_req
 	case SL_CMD_DELETE:
 		it = sl_store_get(ex->store, h, r->key.p, r->key.len, now);
 		if (it) {
+			cls_of(ex, it)->delete_hits++;
 			sl_store_unlink(ex->store, it);
 			ex->st.delete_hits++;
 			reply(c, r, "DELETED");
@@ -999,6 +1135,7 @@ static void run_keyed(struct sl_exec *ex, struct sl_conv *c, const struct sl_req
 		if (it) {
 			it->exptime = sl_exptime_abs(r->exptime, now);
 			mark_fetched(it, now);
+			cls_of(ex, it)->touch_hits++;
 			ex->st.touch_hits++;
 			reply(c, r, "TOUCHED");
 		} else {
@@ -1041,7 +1178,16 @@ static bool run_broadcast(struct sl_exec *ex, struct sl_conv *c, const struct sl
 		if (r->cmd == SL_CMD_FLUSH_ALL) {
 			sl_store_flush(ex->store, now, r->exptime);
 		} else {
+			/* counters restart; item counts and sizes are state */
 			memset(&ex->st, 0, sizeof(ex->st));
+			for (unsigned k = 1; k <= sl_class_count(); k++) {
+				struct sl_class_stats *cs = sl_store_class(ex->store, k);
+				cs->get_hits = cs->cmd_set = cs->delete_hits = 0;
+				cs->incr_hits = cs->decr_hits = cs->cas_hits = 0;
+				cs->cas_badval = cs->touch_hits = 0;
+				cs->evicted = cs->outofmemory = cs->reclaimed = 0;
+				cs->expired_unfetched = cs->evicted_unfetched = 0;
+			}
 		}
 		c->bcast_next++;
 	}
@@ -1120,11 +1266,14 @@ enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t 
 				done = run_broadcast(ex, c, &r, now, to_core);
 			} else if (r.args.len == 8 && memcmp(r.args.p, "settings", 8) == 0) {
 				stats_settings(ex, &c->out);
-			} else if ((r.args.len == 5 && memcmp(r.args.p, "items", 5) == 0) ||
-				   (r.args.len == 5 && memcmp(r.args.p, "slabs", 5) == 0) ||
-				   (r.args.len == 5 && memcmp(r.args.p, "sizes", 5) == 0) ||
-				   (r.args.len == 5 && memcmp(r.args.p, "conns", 5) == 0)) {
-				/* no slab classes here: an empty listing */
+			} else if (r.args.len == 5 && memcmp(r.args.p, "slabs", 5) == 0) {
+				stats_slabs(ex, &c->out);
+			} else if (r.args.len == 5 && memcmp(r.args.p, "items", 5) == 0) {
+				stats_items(ex, &c->out);
+			} else if (r.args.len == 5 && memcmp(r.args.p, "sizes", 5) == 0) {
+				put_line(&c->out, "STAT sizes_status disabled");
+				put_line(&c->out, "END");
+			} else if (r.args.len == 5 && memcmp(r.args.p, "conns", 5) == 0) {
 				put_line(&c->out, "END");
 			} else {
 				put_line(&c->out, "ERROR");

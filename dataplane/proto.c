@@ -292,6 +292,21 @@ static enum sl_parse_status swallow(size_t len, size_t line_used, struct sl_req 
 	return fail(r, err);
 }
 
+/*
+ * An item that can never fit: the reply is an error, but the request stays
+ * a storage command, because set (and ms) must still remove the key's old
+ * value on its owner core, as memcached does, so no stale data outlives a
+ * failed write.
+ */
+static enum sl_parse_status too_large(size_t len, size_t line_used, struct sl_req *r)
+{
+	uint8_t cmd = r->cmd;
+	swallow(len, line_used, r, r->vlen, E_TOOLARGE);
+	r->cmd = cmd;
+	r->too_large = true;
+	return SL_PARSE_OK;
+}
+
 /* ---- meta flags ---------------------------------------------------------- */
 
 /*
@@ -472,8 +487,10 @@ static enum sl_parse_status parse_meta(const char *buf, size_t len, size_t line_
 		err = meta_flags(r, tk, 3, E_BADFMT, &fatal);
 		if (!err && r->meta.mode != 0 && !strchr("EAPRS", r->meta.mode))
 			err = "CLIENT_ERROR invalid mode for ms M token";
-		if (!err && !item_fits(max_item, r->key.len, r->vlen))
-			err = E_TOOLARGE;
+		if (!err && !item_fits(max_item, r->key.len, r->vlen)) {
+			r->noreply = false;
+			return too_large(len, line_used, r);
+		}
 		if (err) {
 			r->noreply = false;
 			return swallow(len, line_used, r, r->vlen, err);
@@ -525,7 +542,7 @@ static enum sl_parse_status parse_storage(const char *buf, size_t len, size_t li
 		return fail(r, E_BADFMT);
 	r->vlen = (uint32_t)vlen;
 	if (!item_fits(max_item, r->key.len, r->vlen))
-		return swallow(len, line_used, r, r->vlen, E_TOOLARGE);
+		return too_large(len, line_used, r);
 	return need_data(buf, len, line_used, r);
 }
 
@@ -618,6 +635,26 @@ static enum sl_parse_status dispatch(const char *buf, size_t len, size_t line_us
 			r->args.len = (uint32_t)(tk->end - tk->t[1].p);
 		}
 		return SL_PARSE_OK;
+	}
+	if (tok_is(c0, "slabs")) {
+		/* no slab classes here; answer what memcached answers */
+		if (ntokens == 5 && tok_is(&tk->t[1], "reassign")) {
+			int32_t src, dst;
+			if (!sl_strtol32(tk->t[2].p, tk->t[2].len, &src) ||
+			    !sl_strtol32(tk->t[3].p, tk->t[3].len, &dst))
+				return fail(r, E_BADFMT);
+			return fail(r, "BADCLASS invalid src or dst class id");
+		}
+		if (ntokens >= 4 && tok_is(&tk->t[1], "automove")) {
+			uint32_t level;
+			noreply_maybe(r, tk);
+			if (tok_is(&tk->t[2], "ratio"))
+				return fail(r, ntokens < 5 ? "ERROR" : "OK");
+			if (!sl_strtoul32(tk->t[2].p, tk->t[2].len, &level))
+				return fail(r, E_BADFMT);
+			return fail(r, level <= 2 ? "OK" : "ERROR");
+		}
+		return fail(r, "ERROR");
 	}
 	if (tok_is(c0, "shutdown"))
 		return fail(r, "ERROR: shutdown not enabled");

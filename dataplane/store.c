@@ -40,10 +40,12 @@ struct sl_store {
 	int mflags;
 	struct sl_item *hand; /* CLOCK hand; NULL when empty */
 	struct sl_item *pin;  /* never evicted (the item a command is reading) */
+	struct sl_item *sweep; /* next item the expiry sweep looks at */
 	uint64_t cas;
 	uint32_t oldest_live;
 	uint64_t oldest_cas;
 	struct sl_store_stats st;
+	struct sl_class_stats cls[SL_CLASS_MAX + 1];
 };
 
 _Static_assert(sizeof(struct bucket) == 64, "bucket is one cache line");
@@ -179,11 +181,14 @@ static void ring_remove(struct sl_store *s, struct sl_item *it)
 {
 	if (it->next == it) {
 		s->hand = NULL;
+		s->sweep = NULL;
 	} else {
 		it->prev->next = it->next;
 		it->next->prev = it->prev;
 		if (s->hand == it)
 			s->hand = it->next;
+		if (s->sweep == it)
+			s->sweep = it->next;
 	}
 }
 
@@ -202,6 +207,13 @@ static void ring_insert(struct sl_store *s, struct sl_item *it)
 	h->prev = it;
 }
 
+static void class_drop(struct sl_store *s, const struct sl_item *it)
+{
+	struct sl_class_stats *c = &s->cls[it->cls];
+	c->number--;
+	c->mem_requested -= sl_mc_ntotal(it->klen, it->vlen);
+}
+
 void sl_store_unlink(struct sl_store *s, struct sl_item *it)
 {
 	uint64_t *e = entry_slot(s, it);
@@ -209,6 +221,7 @@ void sl_store_unlink(struct sl_store *s, struct sl_item *it)
 		*e = 0;
 	ring_remove(s, it);
 	s->st.curr_items--;
+	class_drop(s, it);
 	item_release(s, it);
 }
 
@@ -225,9 +238,12 @@ struct sl_item *sl_store_get(struct sl_store *s, uint64_t hash, const char *key,
 			if (it->hash != hash || it->klen != klen || memcmp(it->data, key, klen) != 0)
 				continue;
 			if (!sl_store_alive(s, it, now)) {
-				if (!(it->bits & SL_IT_FETCHED))
+				if (!(it->bits & SL_IT_FETCHED)) {
 					s->st.expired_unfetched++;
+					s->cls[it->cls].expired_unfetched++;
+				}
 				s->st.reclaimed++;
+				s->cls[it->cls].reclaimed++;
 				sl_store_unlink(s, it);
 				return NULL;
 			}
@@ -254,14 +270,21 @@ static bool evict_one(struct sl_store *s, uint32_t now)
 			s->hand = it->next;
 			continue;
 		}
+		struct sl_class_stats *c = &s->cls[it->cls];
 		if (dead) {
 			s->st.reclaimed++;
-			if (!(it->bits & SL_IT_FETCHED))
+			c->reclaimed++;
+			if (!(it->bits & SL_IT_FETCHED)) {
 				s->st.expired_unfetched++;
+				c->expired_unfetched++;
+			}
 		} else {
 			s->st.evictions++;
-			if (!(it->bits & SL_IT_FETCHED))
+			c->evicted++;
+			if (!(it->bits & SL_IT_FETCHED)) {
 				s->st.evicted_unfetched++;
+				c->evicted_unfetched++;
+			}
 		}
 		sl_store_unlink(s, it);
 		return true;
@@ -291,14 +314,13 @@ struct sl_item *sl_store_alloc(struct sl_store *s, uint64_t hash, const char *ke
 		return NULL;
 	}
 	size_t charge = nallocx(sz, s->mflags);
-	if (charge > s->limit || !make_room(s, charge)) {
-		s->st.oom++;
-		errno = ENOMEM;
-		return NULL;
-	}
-	struct sl_item *it = mallocx(sz, s->mflags);
+	unsigned cls = sl_class_of(sl_mc_ntotal(klen, vlen));
+	struct sl_item *it = NULL;
+	if (charge <= s->limit && make_room(s, charge))
+		it = mallocx(sz, s->mflags);
 	if (!it) {
 		s->st.oom++;
+		s->cls[cls].outofmemory++;
 		errno = ENOMEM;
 		return NULL;
 	}
@@ -307,6 +329,7 @@ struct sl_item *sl_store_alloc(struct sl_store *s, uint64_t hash, const char *ke
 	it->hash = hash;
 	it->klen = (uint8_t)klen;
 	it->vlen = (uint32_t)vlen;
+	it->cls = (uint8_t)cls;
 	memcpy(it->data, key, klen);
 	return it;
 }
@@ -355,6 +378,7 @@ void sl_store_link(struct sl_store *s, struct sl_item *it, struct sl_item *old)
 		uint64_t *e = entry_slot(s, old);
 		ring_remove(s, old);
 		s->st.curr_items--;
+		class_drop(s, old);
 		item_release(s, old);
 		if (e) {
 			*e = entry_of(tag_of(it->hash), it);
@@ -373,6 +397,30 @@ linked:
 	ring_insert(s, it);
 	s->st.curr_items++;
 	s->st.total_items++;
+	s->cls[it->cls].number++;
+	s->cls[it->cls].mem_requested += sl_mc_ntotal(it->klen, it->vlen);
+}
+
+unsigned sl_store_sweep(struct sl_store *s, uint32_t now, unsigned budget)
+{
+	unsigned freed = 0;
+	if (!s->sweep)
+		s->sweep = s->hand;
+	for (unsigned i = 0; i < budget && s->sweep; i++) {
+		struct sl_item *it = s->sweep;
+		s->sweep = it->next == it ? NULL : it->next;
+		if (it == s->pin || sl_store_alive(s, it, now))
+			continue;
+		s->st.reclaimed++;
+		s->cls[it->cls].reclaimed++;
+		if (!(it->bits & SL_IT_FETCHED)) {
+			s->st.expired_unfetched++;
+			s->cls[it->cls].expired_unfetched++;
+		}
+		sl_store_unlink(s, it);
+		freed++;
+	}
+	return freed;
 }
 
 void sl_store_pin(struct sl_store *s, struct sl_item *it)
@@ -396,6 +444,11 @@ void sl_store_flush(struct sl_store *s, uint32_t now, int32_t delay)
 const struct sl_store_stats *sl_store_stats(const struct sl_store *s)
 {
 	return &s->st;
+}
+
+struct sl_class_stats *sl_store_class(struct sl_store *s, unsigned cls)
+{
+	return &s->cls[cls <= SL_CLASS_MAX ? cls : 0];
 }
 
 size_t sl_store_limit(const struct sl_store *s)

@@ -139,6 +139,8 @@ int sl_worker_main(void *arg)
 		if (w->ntx)
 			sl_worker_tx_flush(a, w);
 		rte_ip_frag_free_death_row(&w->dr, 3);
+		/* reclaim expired/flushed items, a bounded step per iteration */
+		work += sl_store_sweep(w->ex.store, sl_now(), 256);
 
 		if (work) {
 			idle = 0;

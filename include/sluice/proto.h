@@ -32,7 +32,7 @@
 
 enum sl_cmd {
 	SL_CMD_NONE = 0,
-	SL_CMD_ERROR, /* reply r->err (unless suppressed by noreply) */
+	SL_CMD_ERROR, /* fixed reply r->err, mostly an error (unless noreply) */
 	SL_CMD_CLOSE, /* junk: close the connection (TCP) / drop (UDP) */
 	SL_CMD_GET,
 	SL_CMD_GETS,
@@ -92,6 +92,8 @@ struct sl_req {
 	uint8_t cmd;          /* enum sl_cmd */
 	bool noreply;         /* text "noreply" or meta q */
 	bool err_always;      /* error replies even under noreply (meta) */
+	bool too_large;       /* storage command whose item can never fit: reply
+				 r->err, and set/ms drop the old value */
 	const char *err;      /* SL_CMD_ERROR: reply line without CRLF */
 	uint32_t consumed;    /* bytes this request takes from the buffer */
 	uint64_t swallow;     /* error replies: bytes still to discard after those */

@@ -18,10 +18,10 @@
  *
  * Item: a header and then key and value bytes, one allocation:
  *
- *   +------+------+------+-----+--------+-------+-------+------+------+-----+-------+
- *   | prev | next | hash | cas | expire | atime | flags | vlen | klen | bits| key,val
- *   +------+------+------+-----+--------+-------+-------+------+------+-----+-------+
- *     8      8      8      8     4        4       4       4      1      1
+ *   +------+------+------+-----+--------+-------+-------+------+------+-----+-----+-------+
+ *   | prev | next | hash | cas | expire | atime | flags | vlen | klen | bits| cls | key,val
+ *   +------+------+------+-----+--------+-------+-------+------+------+-----+-----+-------+
+ *     8      8      8      8     4        4       4       4      1      1     1   (56 B in all)
  *
  * Eviction: CLOCK over a circular list of all items (prev/next). A hit sets
  * the item's reference bit; the hand clears set bits and evicts the first
@@ -38,6 +38,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "sluice/sizeclass.h"
 
 /* item bits */
 #define SL_IT_REF 0x01     /* CLOCK reference bit */
@@ -56,6 +58,7 @@ struct sl_item {
 	uint32_t vlen;
 	uint8_t klen;
 	uint8_t bits;
+	uint8_t cls;      /* memcached size class, for per-class statistics */
 	char data[]; /* key, then value */
 } __attribute__((packed, aligned(8)));
 
@@ -86,6 +89,30 @@ struct sl_store_stats {
 	uint64_t evicted_unfetched;
 	uint64_t reclaimed;    /* expired items freed */
 	uint64_t oom;          /* allocations refused */
+};
+
+/* Per size class counters, as memcached's "stats slabs" / "stats items". */
+#define SL_CLASS_COUNTERS(X)                                                                        \
+	X(number)                                                                                   \
+	X(mem_requested)                                                                            \
+	X(evicted)                                                                                  \
+	X(outofmemory)                                                                              \
+	X(reclaimed)                                                                                \
+	X(expired_unfetched)                                                                        \
+	X(evicted_unfetched)                                                                        \
+	X(get_hits)                                                                                 \
+	X(cmd_set)                                                                                  \
+	X(delete_hits)                                                                              \
+	X(incr_hits)                                                                                \
+	X(decr_hits)                                                                                \
+	X(cas_hits)                                                                                 \
+	X(cas_badval)                                                                               \
+	X(touch_hits)
+
+struct sl_class_stats {
+#define X(n) uint64_t n;
+	SL_CLASS_COUNTERS(X)
+#undef X
 };
 
 struct sl_store;
@@ -148,10 +175,24 @@ static inline void sl_store_touch_access(struct sl_item *it, uint32_t now)
  */
 void sl_store_flush(struct sl_store *s, uint32_t now, int32_t delay);
 
+/**
+ * Free expired and flushed items, looking at no more than @p budget items
+ * (the worker calls it every loop iteration, so its cost is bounded; a full
+ * turn of the ring takes curr_items / budget iterations). This is what
+ * memcached's LRU crawler does: dead items give back their memory without
+ * waiting to be read or evicted.
+ * @return the number of items freed.
+ */
+unsigned sl_store_sweep(struct sl_store *s, uint32_t now, unsigned budget);
+
 /** Is @p it alive at @p now (not expired, not flushed)? */
 bool sl_store_alive(const struct sl_store *s, const struct sl_item *it, uint32_t now);
 
 const struct sl_store_stats *sl_store_stats(const struct sl_store *s);
+
+/** Counters of size class @p cls (1..sl_class_count()); the owner core
+ *  may update the hit counters through it, readers only read. */
+struct sl_class_stats *sl_store_class(struct sl_store *s, unsigned cls);
 size_t sl_store_limit(const struct sl_store *s);
 size_t sl_store_index_bytes(const struct sl_store *s);
 

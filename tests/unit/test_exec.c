@@ -54,7 +54,7 @@ static unsigned hops;
  * hand the conversation to whichever core it names. Returns the reply. */
 static const char *run_at(const char *in, uint32_t now)
 {
-	static char copy[1 << 16];
+	static char copy[2 << 20];
 	static char outs[1 << 16];
 	size_t n = strlen(in);
 	memcpy(copy, in, n);
@@ -172,12 +172,29 @@ Test(exec, flush_all)
 	EXPECT("get a\r\n", "END\r\n");
 }
 
+Test(exec, too_large_set_drops_the_old_value)
+{
+	static char req[1100 * 1024];
+	EXPECT("set big 0 0 3\r\nMOO\r\n", "STORED\r\n");
+	int n = snprintf(req, sizeof(req), "set big 0 0 %d\r\n", 1024 * 1024);
+	memset(req + n, 'B', 1024 * 1024);
+	strcpy(req + n + 1024 * 1024, "\r\nget big\r\n");
+	EXPECT(req, "SERVER_ERROR object too large for cache\r\nEND\r\n");
+	/* add does not remove anything */
+	EXPECT("set big 0 0 3\r\nMOO\r\n", "STORED\r\n");
+	memcpy(req, "add", 3);
+	EXPECT(req, "SERVER_ERROR object too large for cache\r\nVALUE big 0 3\r\nMOO\r\nEND\r\n");
+}
+
 Test(exec, errors)
 {
 	EXPECT("bogus\r\n", "ERROR\r\n");
 	EXPECT("set a 0 0 1\r\nXY\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\n");
 	EXPECT("version\r\n", "VERSION " SL_VERSION_STRING "\r\n");
 	EXPECT("verbosity 1\r\n", "OK\r\n");
+	EXPECT("slabs automove invalid\r\n", "CLIENT_ERROR bad command line format\r\n");
+	EXPECT("slabs automove 1\r\n", "OK\r\n");
+	EXPECT("slabs reassign 1 2\r\n", "BADCLASS invalid src or dst class id\r\n");
 	EXPECT("quit\r\nversion\r\n", "");
 	cr_assert(conv.close);
 }
@@ -254,6 +271,27 @@ Test(exec, stats_fields)
 	s = run("stats\r\n");
 	cr_assert(strstr(s, "STAT cmd_get 0\r\n"), "%s", s);
 	EXPECT("stats nonsense\r\n", "ERROR\r\n");
+}
+
+Test(exec, stats_slabs_and_items_per_size_class)
+{
+	EXPECT("set a 0 0 1\r\n1\r\n", "STORED\r\n");
+	EXPECT("set b 0 0 0\r\n\r\n", "STORED\r\n");
+	run("get a\r\n");
+	/* the same numbers a default memcached shows for these two items */
+	const char *s = run("stats slabs\r\n");
+	cr_assert(strstr(s, "STAT 1:chunk_size 96\r\n"), "%s", s);
+	cr_assert(strstr(s, "STAT 1:used_chunks 2\r\n"), "%s", s);
+	cr_assert(strstr(s, "STAT 1:cmd_set 2\r\n"), "%s", s);
+	cr_assert(strstr(s, "STAT 1:get_hits 1\r\n"), "%s", s);
+	cr_assert(strstr(s, "STAT active_slabs 1\r\n"), "%s", s);
+	s = run("stats items\r\n");
+	cr_assert(strstr(s, "STAT items:1:number 2\r\n"), "%s", s);
+	cr_assert(strstr(s, "STAT items:1:mem_requested 121\r\n"), "%s", s);
+	EXPECT("delete a\r\n", "DELETED\r\n");
+	s = run("stats items\r\n");
+	cr_assert(strstr(s, "STAT items:1:number 1\r\n"), "%s", s);
+	cr_assert(strstr(s, "STAT items:1:mem_requested 60\r\n"), "%s", s);
 }
 
 /* ---- several cores: ownership and handoff ---- */

@@ -127,7 +127,8 @@ Test(proto, too_large_is_swallowed)
 	memset(buf + n, 'x', MAXI);
 	memcpy(buf + n + MAXI, "\r\nget a\r\n", 9);
 	cr_assert_eq(sl_parse(buf, (size_t)n + MAXI + 9, MAXI, &R), SL_PARSE_OK);
-	cr_assert_eq(R.cmd, SL_CMD_ERROR);
+	cr_assert_eq(R.cmd, SL_CMD_SET); /* still a set: the old value must go */
+	cr_assert(R.too_large);
 	cr_assert_str_eq(R.err, "SERVER_ERROR object too large for cache");
 	cr_assert_eq(R.consumed, (uint32_t)n + MAXI + 2);
 	cr_assert_eq(R.swallow, 0);

@@ -145,3 +145,30 @@ Test(store, flush_all_now_and_later)
 	cr_assert_not_null(get("b", 1005));
 	cr_assert_null(get("b", 1010));
 }
+
+Test(store, sweep_frees_dead_items_in_bounded_steps)
+{
+	char k[32];
+	for (int i = 0; i < 1000; i++) {
+		snprintf(k, sizeof(k), "s%d", i);
+		put(k, "v", i % 2 ? 0 : 1010); /* half expire at 1010 */
+	}
+	cr_assert_eq(sl_store_sweep(S, 1000, 5000), 0);
+	unsigned freed = 0, steps = 0;
+	while (steps < 100) {
+		unsigned f = sl_store_sweep(S, 1010, 64);
+		freed += f;
+		steps++;
+		if (sl_store_stats(S)->curr_items == 500)
+			break;
+	}
+	cr_assert_eq(freed, 500);
+	cr_assert_geq(steps, 1000 / 64); /* it really was bounded */
+	cr_assert_eq(sl_store_stats(S)->curr_items, 500);
+	sl_store_flush(S, 1010, 0);
+	while (sl_store_sweep(S, 1010, 64))
+		;
+	sl_store_sweep(S, 1010, 1000);
+	cr_assert_eq(sl_store_stats(S)->curr_items, 0);
+	cr_assert_eq(sl_store_stats(S)->bytes, 0);
+}

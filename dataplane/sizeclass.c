@@ -1,0 +1,57 @@
+#include "sluice/sizeclass.h"
+
+static size_t chunk[SL_CLASS_MAX + 1];
+static unsigned nclass;
+
+/* Build the table the way a default memcached does at start-up. */
+static void build(void)
+{
+	const double factor = 1.25;
+	const size_t chunk_max = SL_SLAB_PAGE / 2;
+	double size = 96;
+	unsigned i = 1;
+	while (i < SL_CLASS_MAX && size <= chunk_max / factor) {
+		size_t s = (size_t)size;
+		if (s % 8)
+			s += 8 - s % 8;
+		chunk[i++] = s;
+		size = (double)s * factor;
+	}
+	chunk[i] = chunk_max;
+	nclass = i;
+}
+
+unsigned sl_class_count(void)
+{
+	if (!nclass)
+		build();
+	return nclass;
+}
+
+unsigned sl_class_of(size_t ntotal)
+{
+	unsigned n = sl_class_count();
+	unsigned lo = 1, hi = n;
+	if (ntotal >= chunk[n])
+		return n; /* memcached chains larger items; count them here */
+	while (lo < hi) {
+		unsigned mid = (lo + hi) / 2;
+		if (chunk[mid] >= ntotal)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
+}
+
+size_t sl_class_chunk(unsigned c)
+{
+	sl_class_count();
+	return c >= 1 && c <= nclass ? chunk[c] : 0;
+}
+
+unsigned sl_class_perslab(unsigned c)
+{
+	size_t s = sl_class_chunk(c);
+	return s ? (unsigned)(SL_SLAB_PAGE / s) : 0;
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Install, build and run every test of Sluice. This is what CI runs.
+#
+#   unit    Criterion suites per module (build/)
+#   asan    the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   fuzz    libFuzzer over parser and executor, FUZZ_SECONDS (default 60)
+#   e2e     sluiced on net_tap in network namespaces, driven by pytest:
+#           raw UDP, pymemcache, memccapable, memccp/memccat, php-memcache,
+#           memcaslap -U, a differential run against stock memcached, and
+#           memcached's own t/ suite (fetched from Debian's source package)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+passed=0 failed=0 failed_names=()
+
+step() {
+    local name=$1; shift
+    echo
+    echo "=== $name: $*"
+    if "$@"; then
+        passed=$((passed + 1)); echo "=== $name: ok"
+    else
+        failed=$((failed + 1)); failed_names+=("$name"); echo "=== $name: FAILED"
+    fi
+}
+
+[[ $EUID -eq 0 ]] || { echo "test: needs root (network namespaces, taps, packages)"; exit 1; }
+scripts/setup.sh --test || exit 1
+
+build_main() {
+    [[ -f build/build.ninja ]] || meson setup build --buildtype=debugoptimized -Dwerror=true || return 1
+    ninja -C build
+}
+build_asan() {
+    [[ -f build-asan/build.ninja ]] || meson setup build-asan -Dbuildtype=debug -Db_sanitize=address,undefined \
+        -Db_lundef=false -Ddataplane=disabled -Dwerror=true || return 1
+    ninja -C build-asan
+}
+build_fuzz() {
+    [[ -f build-fuzz/build.ninja ]] || CC=clang meson setup build-fuzz -Dfuzz=true -Ddataplane=disabled || return 1
+    ninja -C build-fuzz tests/fuzz_parse
+}
+unit() { meson test -C build --suite unit --print-errorlogs; }
+unit_asan() {
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        meson test -C build-asan --suite unit --print-errorlogs
+}
+fuzz() {
+    local work; work=$(mktemp -d)
+    (cd "$work" && "$ROOT/build-fuzz/tests/fuzz_parse" -dict="$ROOT/tests/fuzz/memcached.dict" \
+        -max_total_time="$FUZZ_SECONDS" -max_len=4096 -print_final_stats=1 \
+        "$work" "$ROOT/tests/fuzz/corpus" 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Test unit written")
+    local rc=${PIPESTATUS[0]}
+    rm -rf "$work"
+    return "$rc"
+}
+e2e() {
+    SLUICE_MEMCACHED_T=$(scripts/fetch-memcached-t.sh) || return 1
+    export SLUICE_MEMCACHED_T
+    (cd tests/e2e && /usr/bin/python3 -m pytest -q -p no:cacheprovider)
+}
+
+step build build_main
+step build-asan build_asan
+step build-fuzz build_fuzz
+step unit unit
+step unit-asan unit_asan
+step fuzz fuzz
+step e2e e2e
+
+echo
+[[ $failed -eq 0 ]] || echo "failed steps: ${failed_names[*]}"
+echo "test steps: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
