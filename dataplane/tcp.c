@@ -45,6 +45,7 @@ struct conn {
 	bool closing; /* close once the reply is written */
 	bool dead;    /* peer gone while busy */
 	bool eof;     /* peer finished sending: answer what it sent, then close */
+	bool paused;  /* not reading: enough input is waiting (backpressure) */
 	uint64_t swallow;
 	struct sl_buf rbuf;
 	struct sl_buf wbuf;
@@ -206,13 +207,13 @@ static bool flush_out(struct conn *c, unsigned idx)
 			continue;
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			ep_mod(c->fd, (c->eof ? 0 : EPOLLIN) | EPOLLOUT, idx);
+			ep_mod(c->fd, ((c->eof || c->paused) ? 0 : EPOLLIN) | EPOLLOUT, idx);
 			return true;
 		}
 		return false;
 	}
 	c->wbuf.len = c->woff = 0;
-	ep_mod(c->fd, c->eof ? 0 : EPOLLIN, idx);
+	ep_mod(c->fd, (c->eof || c->paused) ? 0 : EPOLLIN, idx);
 	return true;
 }
 
@@ -275,9 +276,32 @@ static void pump(struct sl_app *a, struct conn *c, unsigned idx)
 	c->busy = true;
 }
 
+/*
+ * Input beyond one largest request is left in the kernel's socket buffer
+ * while the workers are busy with this connection, so a client that
+ * pipelines without reading replies is slowed by TCP flow control instead
+ * of growing our memory without bound.
+ */
+static size_t rbuf_high(const struct sl_app *a)
+{
+	return a->cfg.max_item + 2 * READ_CHUNK;
+}
+
+static void set_paused(struct conn *c, unsigned idx, bool paused)
+{
+	if (c->paused == paused || c->eof)
+		return;
+	c->paused = paused;
+	ep_mod(c->fd, (paused ? 0 : EPOLLIN) | (c->wbuf.len ? EPOLLOUT : 0), idx);
+}
+
 static void do_read(struct sl_app *a, struct conn *c, unsigned idx)
 {
 	for (;;) {
+		if (c->rbuf.len >= rbuf_high(a)) {
+			set_paused(c, idx, true);
+			break;
+		}
 		if (sl_buf_reserve(&c->rbuf, READ_CHUNK)) {
 			conn_close(a, c);
 			return;
@@ -311,7 +335,8 @@ static void do_read(struct sl_app *a, struct conn *c, unsigned idx)
 
 static void reply_back(struct sl_app *a, struct sl_msg *msg)
 {
-	struct conn *c = msg->conn < nconns ? &conns[msg->conn] : NULL;
+	unsigned idx = msg->conn;
+	struct conn *c = idx < nconns ? &conns[idx] : NULL;
 	if (!c || !c->used || c->gen != msg->conn_gen) {
 		sl_msg_done(a, msg);
 		return;
@@ -325,8 +350,8 @@ static void reply_back(struct sl_app *a, struct sl_msg *msg)
 	sl_buf_put(&c->wbuf, msg->conv.out.p, msg->conv.out.len);
 	a->main_st.bytes_written += msg->conv.out.len;
 	bool close_after = msg->conv.close;
-	sl_msg_done(a, msg);
-	if (!flush_out(c, msg->conn)) {
+	sl_msg_done(a, msg); /* msg is gone from here on */
+	if (!flush_out(c, idx)) {
 		conn_close(a, c);
 		return;
 	}
@@ -337,7 +362,11 @@ static void reply_back(struct sl_app *a, struct sl_msg *msg)
 			conn_free(a, c);
 		return;
 	}
-	pump(a, c, (unsigned)(c - conns));
+	pump(a, c, idx);
+	if (c->used && c->paused && c->rbuf.len < rbuf_high(a)) {
+		set_paused(c, idx, false);
+		do_read(a, c, idx); /* the kernel may hold a lot already */
+	}
 }
 
 void sl_tcp_poll(struct sl_app *a, bool *busy)
