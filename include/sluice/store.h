@@ -26,8 +26,10 @@
  * Eviction: CLOCK over a circular list of all items (prev/next). A hit sets
  * the item's reference bit; the hand clears set bits and evicts the first
  * item found clear. CLOCK keeps a hit down to one store to the item (no list
- * surgery on the read path, unlike LRU) and is within a few percent of LRU's
- * hit ratio on Zipf traces (perf/eviction_sim measures it).
+ * surgery on the read path, unlike LRU) and, measured with this very store on
+ * a Zipf 0.99 trace (perf/eviction_sim), hits as often as exact LRU of the
+ * same capacity or slightly more (+0.2 to +1.3 points from 1% to 50% of the
+ * keys cached): the reference bit gives frequently read keys a second turn.
  *
  * Expiry is lazy (checked on access) plus a bounded sweep by the clock hand
  * when memory is needed: an expired item is always preferred for eviction.
