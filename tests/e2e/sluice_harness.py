@@ -61,7 +61,7 @@ class Node:
     """One sluiced with its namespaces. idx picks 198.18.idx.0/24."""
 
     def __init__(self, idx=1, workers=2, memory=64, tcp_port=None, extra=(), lcores=None,
-                 max_item=None):
+                 max_item=None, port="tap"):
         self.idx = idx
         self.tag = f"{os.getpid() % 10000}{idx}"
         self.cns = f"slc{self.tag}"
@@ -72,10 +72,14 @@ class Node:
         self.client_ip = f"198.18.{idx}.2"
         self.workers = workers
         self.memory = memory
-        self.tcp_port = tcp_port or (30000 + (os.getpid() * 7 + idx) % 20000)
+        self.tcp_port = tcp_port or free_tcp_port()
         self.extra = list(extra)
         self.lcores = lcores or ",".join(["0@0"] + [f"{i + 1}@{(i + 1) % 2}" for i in range(workers)])
         self.max_item = max_item
+        self.port = port  # tap | memif (through dpdk-testpmd) | af_packet (veth)
+        self.peer_if = f"slv{self.tag}"
+        self.sock = f"/run/sluice-memif-{self.tag}.sock"
+        self.fwd = None
         self.proc = None
         self.log = os.path.join(os.environ.get("SLUICE_LOGDIR", "/tmp"), f"sluiced-{self.tag}.log")
 
@@ -83,9 +87,24 @@ class Node:
         self.stop()  # leftovers of an earlier, killed run
         sh("ip", "netns", "add", self.cns)
         sh("ip", "netns", "add", self.xns)
+        if self.port == "tap":
+            dp = f"net_tap{self.tag}a,iface={self.dp_if}"
+        elif self.port == "memif":
+            dp = f"net_memif{self.tag},role=server,socket={self.sock}"
+        elif self.port == "af_packet":
+            sh("ip", "link", "add", self.peer_if, "type", "veth", "peer", "name", self.dp_if)
+            # veth leaves checksums to "hardware" (CHECKSUM_PARTIAL); af_packet
+            # would hand sluiced TCP segments whose checksum is not filled in,
+            # and the exception-path kernel would drop them
+            sh("ethtool", "-K", self.dp_if, "tx", "off")
+            sh("ip", "link", "set", self.peer_if, "up")
+            sh("ip", "link", "set", self.dp_if, "up")
+            dp = f"net_af_packet{self.tag},iface={self.peer_if},qpairs={self.workers}"
+        else:
+            raise ValueError(self.port)
         cmd = [SLUICED, "--no-pci", "--no-huge", "-m", "256", "--file-prefix", f"sl{self.tag}",
                "--lcores", self.lcores, "--log-level", "*:error",
-               "--vdev", f"net_tap{self.tag}a,iface={self.dp_if}",
+               "--vdev", dp,
                "--vdev", f"net_tap{self.tag}b,iface={self.ex_if}",
                "--", "--ip", f"{self.ip}/24", "--tcp", f"127.0.0.1:{self.tcp_port}",
                "--memory", str(self.memory), "--workers", str(self.workers),
@@ -103,18 +122,38 @@ class Node:
             time.sleep(0.1)
         else:
             raise RuntimeError("sluiced did not start: " + open(self.log).read())
+        if self.port == "memif":
+            # Debian's dpdk-testpmd as the wire: memif (client) <-> tap, io forwarding
+            self.fwdlog = open(self.log + ".testpmd", "w")
+            self.fwd = subprocess.Popen(
+                ["stdbuf", "-oL", "dpdk-testpmd", "--no-pci", "--no-huge", "-m", "256", "--file-prefix", f"slp{self.tag}",
+                 "--lcores", "0@0,1@1", "--log-level", "*:error",
+                 "--vdev", f"net_memif{self.tag}c,role=client,socket={self.sock}",
+                 "--vdev", f"net_tap{self.tag}c,iface={self.dp_if}",
+                 "--", "--forward-mode=io", "--auto-start", "--no-mlockall",
+                 "--total-num-mbufs=16384", f"--rxq={self.workers}", f"--txq={self.workers}"],
+                stdin=subprocess.PIPE, stdout=self.fwdlog, stderr=subprocess.STDOUT)
+            # move the tap only once testpmd has finished setting it up
+            while time.time() < deadline:
+                if "Press enter to exit" in open(self.log + ".testpmd").read():
+                    break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError("testpmd did not start: " + open(self.log + ".testpmd").read())
         sh("ip", "link", "set", self.dp_if, "netns", self.cns)
         sh("ip", "-n", self.cns, "link", "set", self.dp_if, "address", f"02:00:00:00:{self.idx:02x}:02")
         sh("ip", "-n", self.cns, "addr", "add", f"{self.client_ip}/24", "dev", self.dp_if)
         sh("ip", "-n", self.cns, "link", "set", self.dp_if, "up")
         sh("ip", "-n", self.cns, "link", "set", "lo", "up")
         # wait until the fast path answers
+        deadline = time.time() + timeout
         while time.time() < deadline:
             try:
                 if self.udp(b"version\r\n", timeout=0.5).startswith(b"VERSION"):
                     return self
-            except (socket.timeout, OSError):
-                pass
+            except (socket.timeout, OSError) as e:
+                if os.environ.get("SLUICE_DEBUG"):
+                    print("ready check:", repr(e), time.time())
         raise RuntimeError("sluiced does not answer over UDP: " + open(self.log).read())
 
     def stop(self):
@@ -127,9 +166,17 @@ class Node:
                 self.proc.wait()
         rc = self.proc.returncode if self.proc else None
         self.proc = None
+        if self.fwd:
+            self.fwd.stdin.close()  # testpmd exits when its stdin ends
+            try:
+                self.fwd.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.fwd.kill()
+                self.fwd.wait()
+            self.fwd = None
         for ns in (self.cns, self.xns):
             sh("ip", "netns", "del", ns, check=False)
-        for ifn in (self.dp_if, self.ex_if):
+        for ifn in (self.dp_if, self.ex_if, self.peer_if):
             sh("ip", "link", "del", ifn, check=False)
         return rc
 
@@ -172,6 +219,12 @@ class Node:
     def netns_run(self, *args, timeout=120, **kw):
         return subprocess.run(["ip", "netns", "exec", self.cns] + list(args), capture_output=True,
                               text=True, timeout=timeout, **kw)
+
+
+def free_tcp_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def recv_message(s, req_id):
