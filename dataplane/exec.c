@@ -39,6 +39,8 @@ int sl_buf_reserve(struct sl_buf *b, size_t extra)
 
 int sl_buf_put(struct sl_buf *b, const void *p, size_t n)
 {
+	if (n == 0)
+		return 0;
 	if (sl_buf_reserve(b, n))
 		return -ENOMEM;
 	memcpy(b->p + b->len, p, n);

@@ -278,6 +278,39 @@ static void exception_poll(struct sl_app *a, bool *busy)
 	}
 }
 
+/* Shutdown: messages still in rings go back to the pool, packets still in
+ * rings are freed, and every pooled message gives up its buffers. */
+static void msg_free_buffers(struct rte_mempool *mp, void *arg, void *obj, unsigned idx)
+{
+	(void)mp;
+	(void)arg;
+	(void)idx;
+	struct sl_msg *m = obj;
+	sl_buf_release(&m->conv.out);
+	free(m->heap_in);
+	m->heap_in = NULL;
+	m->heap_cap = 0;
+}
+
+static void drain(struct sl_app *a)
+{
+	void *objs[SL_BURST];
+	unsigned n;
+	for (unsigned f = 0; f <= a->node.nworkers; f++)
+		for (unsigned t = 0; t <= a->node.nworkers; t++) {
+			if (!a->ring[f][t])
+				continue;
+			while ((n = rte_ring_dequeue_burst(a->ring[f][t], objs, SL_BURST, NULL)))
+				for (unsigned i = 0; i < n; i++)
+					sl_msg_done(a, objs[i]);
+		}
+	struct rte_ring *pk[] = {a->exc_ring, a->wire_ring};
+	for (unsigned r = 0; r < 2; r++)
+		while ((n = rte_ring_dequeue_burst(pk[r], objs, SL_BURST, NULL)))
+			rte_pktmbuf_free_bulk((struct rte_mbuf **)objs, n);
+	rte_mempool_obj_iter(a->msgpool, msg_free_buffers, NULL);
+}
+
 static void msg_init(struct rte_mempool *mp, void *arg, void *obj, unsigned idx)
 {
 	(void)mp;
@@ -410,6 +443,7 @@ int main(int argc, char **argv)
 	printf("sluiced: shutting down\n");
 	rte_eal_mp_wait_lcore();
 	sl_tcp_fini(a);
+	drain(a);
 	for (unsigned i = 0; i < W; i++) {
 		sl_store_destroy(a->workers[i].ex.store);
 		rte_ip_frag_table_destroy(a->workers[i].frag);

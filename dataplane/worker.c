@@ -159,5 +159,8 @@ int sl_worker_main(void *arg)
 			sleep_us *= 2;
 	}
 	sl_worker_tx_flush(a, w);
+	for (unsigned i = 0; i < blog.n; i++)
+		msg_put(a, blog.m[i]);
+	blog.n = 0;
 	return 0;
 }

@@ -4,6 +4,8 @@
 #   unit    Criterion suites per module (build/)
 #   asan    the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   fuzz    libFuzzer over parser and executor, FUZZ_SECONDS (default 60)
+#   e2e-asan  sluiced built with ASan+UBSan+LSan under the protocol-level
+#           end-to-end tests; any sanitizer report in its log fails the step
 #   e2e     sluiced on net_tap in network namespaces, driven by pytest:
 #           raw UDP, pymemcache, memccapable, memccp/memccat, php-memcache,
 #           memcaslap -U, a differential run against stock memcached, and
@@ -37,6 +39,23 @@ build_asan() {
         -Db_lundef=false -Ddataplane=disabled -Dwerror=true || return 1
     ninja -C build-asan
 }
+build_asan_dp() {
+    [[ -f build-asan-dp/build.ninja ]] || meson setup build-asan-dp -Dbuildtype=debug \
+        -Db_sanitize=address,undefined -Db_lundef=false || return 1
+    ninja -C build-asan-dp sluiced
+}
+e2e_asan() {
+    local logs; logs=$(mktemp -d)
+    (cd tests/e2e && SLUICE_BUILD="$ROOT/build-asan-dp" SLUICE_LOGDIR="$logs" \
+        ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        /usr/bin/python3 -m pytest -q -p no:cacheprovider test_udp.py test_tcp.py \
+        test_differential.py test_clients.py test_ports.py) || return 1
+    if grep -l -E "ERROR: (Address|Leak)Sanitizer|runtime error" "$logs"/*; then
+        grep -h -A20 -E "ERROR: (Address|Leak)Sanitizer|runtime error" "$logs"/* | head -80
+        return 1
+    fi
+    rm -rf "$logs"
+}
 build_fuzz() {
     [[ -f build-fuzz/build.ninja ]] || CC=clang meson setup build-fuzz -Dfuzz=true -Ddataplane=disabled || return 1
     ninja -C build-fuzz tests/fuzz_parse
@@ -64,9 +83,11 @@ e2e() {
 step build build_main
 step build-asan build_asan
 step build-fuzz build_fuzz
+step build-asan-dp build_asan_dp
 step unit unit
 step unit-asan unit_asan
 step fuzz fuzz
+step e2e-asan e2e_asan
 step e2e e2e
 
 echo
