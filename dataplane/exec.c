@@ -457,6 +457,23 @@ static void meta_echo(struct sl_buf *o, const struct sl_req *r, char f, const ch
 	}
 }
 
+/* A status-only meta reply: the two-letter code, the flags the request asked
+ * to have echoed (O, k; c when @p cas is given), CRLF. */
+static void meta_status(struct sl_buf *o, const struct sl_req *r, const char *code,
+			const uint64_t *cas)
+{
+	sl_buf_put(o, code, 2);
+	for (unsigned i = 0; i < r->meta.nret; i++) {
+		if (cas && r->meta.ret[i] == 'c') {
+			sl_buf_put(o, " c", 2);
+			put_u64(o, *cas);
+		} else {
+			meta_echo(o, r, r->meta.ret[i], r->key.p, r->key.len, r->key_binary);
+		}
+	}
+	sl_buf_put(o, "\r\n", 2);
+}
+
 static void meta_ttl(struct sl_buf *o, const struct sl_item *it, uint32_t now)
 {
 	sl_buf_put(o, " t", 2);
@@ -494,12 +511,8 @@ static void meta_get(struct sl_exec *ex, struct sl_conv *c, const struct sl_req 
 			ex->st.cmd_get++;
 			ex->st.get_misses++;
 		}
-		if (r->noreply)
-			return;
-		sl_buf_put(o, "EN", 2);
-		for (unsigned i = 0; i < m->nret; i++)
-			meta_echo(o, r, m->ret[i], r->key.p, r->key.len, r->key_binary);
-		sl_buf_put(o, "\r\n", 2);
+		if (!r->noreply)
+			meta_status(o, r, "EN", NULL);
 		return;
 	}
 
@@ -650,16 +663,7 @@ static void meta_set(struct sl_exec *ex, struct sl_conv *c, const struct sl_req 
 		put_line(o, "SERVER_ERROR out of memory storing object");
 		return;
 	}
-	sl_buf_put(o, code, 2);
-	for (unsigned i = 0; i < m->nret; i++) {
-		if (m->ret[i] == 'c') {
-			sl_buf_put(o, " c", 2);
-			put_u64(o, cas);
-		} else {
-			meta_echo(o, r, m->ret[i], r->key.p, r->key.len, r->key_binary);
-		}
-	}
-	sl_buf_put(o, "\r\n", 2);
+	meta_status(o, r, code, &cas);
 }
 
 static void meta_delete(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *r, uint64_t h,
@@ -691,10 +695,7 @@ static void meta_delete(struct sl_exec *ex, struct sl_conv *c, const struct sl_r
 	}
 	if (code[0] == 'H' && r->noreply)
 		return;
-	sl_buf_put(o, code, 2);
-	for (unsigned i = 0; i < m->nret; i++)
-		meta_echo(o, r, m->ret[i], r->key.p, r->key.len, r->key_binary);
-	sl_buf_put(o, "\r\n", 2);
+	meta_status(o, r, code, NULL);
 }
 
 static void meta_arith(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *r, uint64_t h,
@@ -749,10 +750,7 @@ static void meta_arith(struct sl_exec *ex, struct sl_conv *c, const struct sl_re
 		break;
 	}
 	if (!it) {
-		sl_buf_put(o, code, 2);
-		for (unsigned i = 0; i < m->nret; i++)
-			meta_echo(o, r, m->ret[i], r->key.p, r->key.len, r->key_binary);
-		sl_buf_put(o, "\r\n", 2);
+		meta_status(o, r, code, NULL);
 		return;
 	}
 	if (r->noreply)

@@ -349,23 +349,15 @@ static const char *meta_flags(struct sl_req *r, const struct tokens *tk, unsigne
 			break;
 		}
 		case 'N':
-			if (!sl_strtol32(v, vl, &m->vivify_ttl)) {
-				err = E_BADTOK;
-				has_error = true;
-			}
-			break;
 		case 'T':
-			if (!sl_strtol32(v, vl, &m->ttl)) {
+		case 'R': {
+			int32_t *dst = o == 'N' ? &m->vivify_ttl : o == 'T' ? &m->ttl : &m->recache_ttl;
+			if (!sl_strtol32(v, vl, dst)) {
 				err = E_BADTOK;
 				has_error = true;
 			}
 			break;
-		case 'R':
-			if (!sl_strtol32(v, vl, &m->recache_ttl)) {
-				err = E_BADTOK;
-				has_error = true;
-			}
-			break;
+		}
 		case 'O':
 			if (t->len > SL_META_MAX_OPAQUE) {
 				err = "CLIENT_ERROR opaque token too long";

@@ -1,9 +1,8 @@
 import os
-import subprocess
 
 import pytest
 
-from sluice_harness import Node
+from sluice_harness import Node, start_memcached
 
 
 def pytest_configure(config):
@@ -25,17 +24,7 @@ def node():
 @pytest.fixture(scope="session")
 def memcached():
     """Stock memcached (Debian package) on loopback: the reference."""
-    port = 40000 + os.getpid() % 10000
-    p = subprocess.Popen(["memcached", "-u", "nobody", "-l", "127.0.0.1", "-p", str(port),
-                          "-U", str(port), "-m", "64", "-t", "1"])
-    import socket
-    import time
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    p, port = start_memcached()
     yield ("127.0.0.1", port)
     p.terminate()
     p.wait()

@@ -264,3 +264,19 @@ def parse_stats(text):
         if len(p) == 3 and p[0] == "STAT":
             out[p[1]] = p[2]
     return out
+
+
+def start_memcached():
+    """Stock memcached (Debian package) on loopback, TCP and UDP on one free
+    port: the reference. Returns (process, port)."""
+    port = free_tcp_port()
+    p = subprocess.Popen(["memcached", "-u", "nobody", "-l", "127.0.0.1", "-p", str(port), "-U",
+                          str(port), "-m", "64", "-t", "1"])
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return p, port
+        except OSError:
+            time.sleep(0.05)
+    p.kill()
+    raise RuntimeError("stock memcached did not start")

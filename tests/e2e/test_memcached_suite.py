@@ -6,11 +6,12 @@ address, after a flush_all (the files assume a fresh server)."""
 import glob
 import os
 import re
-import socket
 import subprocess
 import time
 
 import pytest
+
+from sluice_harness import start_memcached
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -89,25 +90,12 @@ def test_required_file(node, name):
     assert rc == 0, out
 
 
-def fresh_memcached():
-    port = 41000 + os.getpid() % 9000
-    p = subprocess.Popen(["memcached", "-u", "nobody", "-l", "127.0.0.1", "-p", str(port), "-U",
-                          str(port), "-t", "1"])
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    return p, port
-
-
 @pytest.mark.parametrize("name", issue_files())
 def test_issue_file_like_stock_memcached(node, name):
     """An issue_* file that passes against a fresh stock memcached driven the
     same way (daemon mode) must pass against Sluice."""
     t = suite_dir()
-    p, port = fresh_memcached()
+    p, port = start_memcached()
     try:
         ref_rc, ref_out = run_file(t, name, f"127.0.0.1:{port}", timeout=120)
     finally:
