@@ -37,7 +37,7 @@
 
 #define SL_BURST 32
 #define SL_RING_SIZE 1024
-#define SL_MAX_IDLE_US 200
+#define SL_MAX_IDLE_US 1000 /* longest idle sleep: the first request after a quiet spell waits at most this */
 
 enum sl_origin { SL_ORIGIN_UDP = 0, SL_ORIGIN_TCP = 1 };
 
