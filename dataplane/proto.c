@@ -38,12 +38,18 @@ struct num {
 	bool overflow;  /* magnitude exceeded 2^64-1 */
 };
 
+/* isspace() in the C locale, without a call through the locale table */
+static inline bool is_space(char c)
+{
+	return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
 static struct num scan_num(const char *s, size_t len)
 {
 	struct num n = {0};
 	size_t i = 0;
 	n.has_minus = memchr(s, '-', len) != NULL;
-	while (i < len && isspace((unsigned char)s[i]))
+	while (i < len && is_space(s[i]))
 		i++;
 	if (i < len && (s[i] == '+' || s[i] == '-')) {
 		n.neg = s[i] == '-';
@@ -60,7 +66,7 @@ static struct num scan_num(const char *s, size_t len)
 	}
 	if (i == d0)
 		return n; /* no digits: endptr == str */
-	if (i < len && !isspace((unsigned char)s[i]))
+	if (i < len && !is_space(s[i]))
 		return n;
 	n.ok = true;
 	return n;
@@ -224,11 +230,13 @@ static void tokenize(const char *s, size_t len, struct tokens *tk)
 	}
 }
 
-static bool tok_is(const struct sl_tok *t, const char *s)
+static inline bool tok_is_n(const struct sl_tok *t, const char *s, size_t n)
 {
-	size_t n = strlen(s);
 	return t->len == n && memcmp(t->p, s, n) == 0;
 }
+
+/* compare with a string literal; its length is known at compile time */
+#define tok_is(t, lit) tok_is_n((t), lit, sizeof(lit) - 1)
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -538,6 +546,19 @@ static enum sl_parse_status parse_storage(const char *buf, size_t len, size_t li
 	return need_data(buf, len, line_used, r);
 }
 
+/* memcached refuses a whole get when any key is too long (a list no longer
+ * than one key cannot hold a long one, so most lists need no walk) */
+static enum sl_parse_status check_keys(struct sl_req *r)
+{
+	if (r->keys.len <= SL_KEY_MAX)
+		return SL_PARSE_OK;
+	uint32_t pos = 0;
+	for (struct sl_tok k = sl_next_key(r, &pos); k.len; k = sl_next_key(r, &pos))
+		if (k.len > SL_KEY_MAX)
+			return fail(r, E_BADFMT);
+	return SL_PARSE_OK;
+}
+
 static enum sl_parse_status parse_get(const struct tokens *tk, struct sl_req *r, enum sl_cmd cmd)
 {
 	unsigned first = 1;
@@ -554,26 +575,21 @@ static enum sl_parse_status parse_get(const struct tokens *tk, struct sl_req *r,
 		r->keys.p = tk->t[first].p;
 		r->keys.len = (uint32_t)(tk->end - tk->t[first].p);
 	}
-	/* memcached refuses the whole request when any key is too long */
-	uint32_t pos = 0;
-	for (struct sl_tok k = sl_next_key(r, &pos); k.len; k = sl_next_key(r, &pos))
-		if (k.len > SL_KEY_MAX)
-			return fail(r, E_BADFMT);
-	return SL_PARSE_OK;
+	return check_keys(r);
 }
 
 struct sl_tok sl_next_key(const struct sl_req *r, uint32_t *pos)
 {
 	struct sl_tok k = {NULL, 0};
-	uint32_t i = *pos;
-	while (i < r->keys.len && r->keys.p[i] == ' ')
+	uint32_t i = *pos, n = r->keys.len;
+	while (i < n && r->keys.p[i] == ' ')
 		i++;
-	uint32_t s = i;
-	while (i < r->keys.len && r->keys.p[i] != ' ')
-		i++;
-	if (i > s) {
-		k.p = r->keys.p + s;
-		k.len = i - s;
+	if (i < n) {
+		const char *sp = memchr(r->keys.p + i, ' ', n - i);
+		uint32_t e = sp ? (uint32_t)(sp - r->keys.p) : n;
+		k.p = r->keys.p + i;
+		k.len = e - i;
+		i = e;
 	}
 	*pos = i;
 	return k;
@@ -760,6 +776,21 @@ enum sl_parse_status sl_parse(const char *buf, size_t len, size_t max_item, stru
 	r->line.p = buf;
 	r->line.len = (uint32_t)el;
 	r->consumed = (uint32_t)line_used;
+
+	/* Fast path for the most common request. Same result as the general
+	 * path: "get"/"gets", one space, then keys (at least one, else ERROR). */
+	if (el > 4 && buf[0] == 'g' && buf[1] == 'e' && buf[2] == 't' &&
+	    (buf[3] == ' ' || (buf[3] == 's' && el > 5 && buf[4] == ' '))) {
+		size_t k = buf[3] == ' ' ? 4 : 5;
+		while (k < el && buf[k] == ' ')
+			k++;
+		if (k == el)
+			return fail(r, "ERROR");
+		r->cmd = buf[3] == ' ' ? SL_CMD_GET : SL_CMD_GETS;
+		r->keys.p = buf + k;
+		r->keys.len = (uint32_t)(el - k);
+		return check_keys(r);
+	}
 
 	struct tokens tk;
 	tokenize(buf, el, &tk);

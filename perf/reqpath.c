@@ -1,0 +1,64 @@
+/*
+ * The request path without the NIC, for instruction counting under
+ * callgrind: parse -> owner check -> store lookup/insert -> reply, for N
+ * GETs (hits) or N SETs of 16-byte keys and 64-byte values on one core.
+ *
+ *   valgrind --tool=callgrind build/perf/reqpath get 100000
+ *
+ * perf/instructions.sh runs it at two counts and takes the difference, so
+ * set-up cost cancels out and what is left is instructions per request.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/exec.h"
+
+#define KEYS 65536
+
+int main(int argc, char **argv)
+{
+	if (argc != 3 || (strcmp(argv[1], "get") && strcmp(argv[1], "set")))
+		return 2;
+	bool get = !strcmp(argv[1], "get");
+	long n = atol(argv[2]);
+	static struct sl_slot_map map;
+	static struct sl_node node;
+	static struct sl_exec ex;
+	static struct sl_conv conv;
+	sl_slot_map_init(&map, 1);
+	node.nworkers = 1;
+	node.map = &map;
+	node.max_item = 1 << 20;
+	struct sl_store_conf sc = {.mem_limit = 64u << 20, .max_item_size = 1 << 20,
+				   .arena = SL_STORE_NEW_ARENA};
+	ex.store = sl_store_create(&sc);
+	ex.node = &node;
+	node.cores[0] = &ex;
+	static char reqs[KEYS][128];
+	static uint32_t lens[KEYS];
+	char v[64];
+	memset(v, 'x', sizeof(v));
+	/* preload every key, then prepare the requests to time */
+	for (int k = 0; k < KEYS; k++) {
+		int l = snprintf(reqs[k], sizeof(reqs[k]), "set key:%012d 0 0 64\r\n", k);
+		memcpy(reqs[k] + l, v, 64);
+		memcpy(reqs[k] + l + 64, "\r\n", 2);
+		lens[k] = (uint32_t)l + 66;
+		unsigned to;
+		sl_conv_reset(&conv, reqs[k], lens[k], true);
+		sl_exec_run(&ex, &conv, 1700000000u, &to);
+		if (get)
+			lens[k] = (uint32_t)snprintf(reqs[k], sizeof(reqs[k]), "get key:%012d\r\n", k);
+	}
+	size_t out = 0;
+	for (long i = 0; i < n; i++) {
+		unsigned k = (unsigned)((i * 40503u) & (KEYS - 1)), to;
+		sl_conv_reset(&conv, reqs[k], lens[k], true);
+		sl_exec_run(&ex, &conv, 1700000000u, &to);
+		out += conv.out.len;
+	}
+	printf("%s x %ld: %zu reply bytes, %lu items\n", argv[1], n, out,
+	       (unsigned long)sl_store_stats(ex.store)->curr_items);
+	return 0;
+}
