@@ -103,7 +103,8 @@ int sl_worker_main(void *arg)
 	struct rte_mbuf *pkts[SL_BURST];
 	struct sl_msg *msgs[SL_BURST];
 	unsigned nsrc = a->node.nworkers + 1;
-	unsigned idle = 0, sleep_us = 1;
+	uint64_t idle_since = 0, hz = rte_get_tsc_hz();
+	unsigned sleep_us = 1;
 
 	while (!a->quit) {
 		uint64_t tsc = rte_rdtsc();
@@ -143,19 +144,26 @@ int sl_worker_main(void *arg)
 		work += sl_store_sweep(w->ex.store, sl_now(), 256);
 
 		if (work) {
-			idle = 0;
+			idle_since = 0;
 			sleep_us = 1;
 			continue;
 		}
-		/* spin briefly (a burst may be on its way), then sleep longer
-		 * and longer up to SL_MAX_IDLE_US */
-		if (++idle < 256) {
+		/*
+		 * Back off by time, not by count: spin through short gaps (a
+		 * sleep costs ~60 us of timer slack, and a queue that fills
+		 * meanwhile costs more), nap briefly after 200 us of nothing,
+		 * and sleep up to SL_MAX_IDLE_US only once idle for 10 ms.
+		 */
+		if (!idle_since)
+			idle_since = tsc;
+		uint64_t idle_us = (tsc - idle_since) * 1000000 / hz;
+		if (idle_us < 200) {
 			rte_pause();
 			continue;
 		}
 		w->ex.st.idle_sleeps++;
-		usleep(sleep_us);
-		if (sleep_us < SL_MAX_IDLE_US)
+		usleep(idle_us < 10000 ? 1 : sleep_us);
+		if (idle_us >= 10000 && sleep_us < SL_MAX_IDLE_US)
 			sleep_us *= 2;
 	}
 	sl_worker_tx_flush(a, w);
