@@ -64,6 +64,7 @@ struct opts {
 	unsigned timeout_us;
 	char out[256];
 	char label[64];
+	char pcap[256];
 };
 
 static struct opts O = {
@@ -262,12 +263,9 @@ static struct rte_mempool *pool;
 static struct rte_ether_addr my_mac;
 static const struct rte_ether_addr bcast = {{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
 
-static struct rte_mbuf *build_pkt(bool set, uint32_t k, uint16_t id)
+/* One request as an Ethernet frame at @p p; returns its length. */
+static size_t fill_frame(uint8_t *p, bool set, uint32_t k, uint16_t id)
 {
-	struct rte_mbuf *m = rte_pktmbuf_alloc(pool);
-	if (!m)
-		return NULL;
-	char *p = rte_pktmbuf_mtod(m, char *);
 	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
 	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
@@ -299,8 +297,59 @@ static struct rte_mbuf *build_pkt(bool set, uint32_t k, uint16_t id)
 	udp->dst_port = rte_cpu_to_be_16(O.port);
 	udp->dgram_len = rte_cpu_to_be_16(udplen);
 	udp->dgram_cksum = 0;
-	m->data_len = m->pkt_len = (uint32_t)(sizeof(*eth) + sizeof(*ip) + udplen);
+	return sizeof(*eth) + sizeof(*ip) + udplen;
+}
+
+static struct rte_mbuf *build_pkt(bool set, uint32_t k, uint16_t id)
+{
+	struct rte_mbuf *m = rte_pktmbuf_alloc(pool);
+	if (!m)
+		return NULL;
+	size_t len = fill_frame(rte_pktmbuf_mtod(m, uint8_t *), set, k, id);
+	m->data_len = m->pkt_len = (uint32_t)len;
 	return m;
+}
+
+/*
+ * --write-pcap FILE: the workload's request stream (the preload's sets
+ * first when --preload is given, then --count requests of the mix) as a
+ * classic pcap file, for pktgen-dpdk, TRex, tcpreplay or testpmd's net_pcap.
+ */
+static unsigned long pcap_count = 100000;
+
+static int write_pcap(const char *path)
+{
+	FILE *f = fopen(path, "wb");
+	if (!f)
+		return -1;
+	struct {
+		uint32_t magic;
+		uint16_t major, minor;
+		int32_t zone;
+		uint32_t sigfigs, snaplen, linktype;
+	} gh = {0xa1b2c3d4, 2, 4, 0, 0, 65535, 1};
+	fwrite(&gh, sizeof(gh), 1, f);
+	static uint8_t frame[2048];
+	unsigned long n = 0, total = (O.preload ? O.keys : 0) + pcap_count;
+	for (unsigned long i = 0; i < total; i++) {
+		bool set;
+		uint32_t k;
+		if (i < (O.preload ? O.keys : 0)) {
+			set = true;
+			k = (uint32_t)i;
+		} else {
+			set = (double)(rnd() >> 11) / 9007199254740992.0 >= O.get_ratio;
+			k = next_key();
+		}
+		uint32_t len = (uint32_t)fill_frame(frame, set, k, (uint16_t)i);
+		uint32_t rec[4] = {(uint32_t)(i / 1000000), (uint32_t)(i % 1000000), len, len};
+		fwrite(rec, sizeof(rec), 1, f);
+		fwrite(frame, len, 1, f);
+		n++;
+	}
+	fclose(f);
+	printf("wrote %lu requests to %s\n", n, path);
+	return 0;
 }
 
 static void dpdk_rx(uint64_t now, bool measure)
@@ -586,6 +635,7 @@ static int parse(int argc, char **argv)
 		{"multiget", 1, 0, 'M'},   {"zipf", 1, 0, 'z'},      {"duration", 1, 0, 'd'},
 		{"rate", 1, 0, 'r'},	   {"window", 1, 0, 'w'},    {"preload", 0, 0, 'P'},
 		{"timeout-us", 1, 0, 't'}, {"out", 1, 0, 'o'},       {"label", 1, 0, 'l'},
+		{"write-pcap", 1, 0, 'W'}, {"count", 1, 0, 'c'},
 		{0, 0, 0, 0},
 	};
 	int c;
@@ -611,6 +661,8 @@ static int parse(int argc, char **argv)
 		case 't': O.timeout_us = (unsigned)atoi(optarg); break;
 		case 'o': snprintf(O.out, sizeof(O.out), "%s", optarg); break;
 		case 'l': snprintf(O.label, sizeof(O.label), "%s", optarg); break;
+		case 'W': snprintf(O.pcap, sizeof(O.pcap), "%s", optarg); break;
+		case 'c': pcap_count = strtoul(optarg, NULL, 10); break;
 		default: return -1;
 		}
 	}
@@ -622,11 +674,14 @@ static int parse(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	bool kmode = false;
-	for (int i = 1; i < argc; i++)
+	bool kmode = false, pmode = false;
+	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--mode") && i + 1 < argc && !strcmp(argv[i + 1], "kernel"))
 			kmode = true;
-	if (!kmode) {
+		if (!strcmp(argv[i], "--write-pcap"))
+			pmode = true;
+	}
+	if (!kmode && !pmode) {
 		int r = rte_eal_init(argc, argv);
 		if (r < 0)
 			rte_exit(EXIT_FAILURE, "EAL init failed\n");
@@ -642,6 +697,11 @@ int main(int argc, char **argv)
 	value = malloc(O.value_size);
 	memset(value, 'x', O.value_size);
 	zipf_init();
+	if (pmode) {
+		static const struct rte_ether_addr gen = {{0x02, 0, 0, 0, 0, 0x02}};
+		my_mac = gen;
+		return write_pcap(O.pcap) == 0 ? 0 : 1;
+	}
 	hz = rte_get_tsc_hz();
 	if (!hz) {
 		/* kernel mode without EAL: calibrate the TSC against the clock */

@@ -4,6 +4,8 @@
 #   unit    Criterion suites per module (build/)
 #   asan    the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   fuzz    libFuzzer over parser and executor, FUZZ_SECONDS (default 60)
+#   instructions  callgrind instructions per GET/SET through the request path
+#           must stay within 10% of perf/instructions.baseline
 #   e2e-asan  sluiced built with ASan+UBSan+LSan under the protocol-level
 #           end-to-end tests; any sanitizer report in its log fails the step
 #   e2e     sluiced on net_tap in network namespaces, driven by pytest:
@@ -87,6 +89,7 @@ step build-asan-dp build_asan_dp
 step unit unit
 step unit-asan unit_asan
 step fuzz fuzz
+step instructions perf/instructions.sh
 step e2e-asan e2e_asan
 step e2e e2e
 
