@@ -46,6 +46,7 @@ struct conn {
 	bool dead;    /* peer gone while busy */
 	bool eof;     /* peer finished sending: answer what it sent, then close */
 	bool paused;  /* not reading: enough input is waiting (backpressure) */
+	bool stalled; /* has requests, but no message or ring room: retry */
 	uint64_t swallow;
 	struct sl_buf rbuf;
 	struct sl_buf wbuf;
@@ -59,6 +60,7 @@ static struct conn *conns;
 static unsigned nconns;
 static uint32_t next_gen = 1;
 static unsigned rr;
+static unsigned nstalled; /* connections waiting for a message or ring room */
 
 static int listen_on(uint32_t ip, uint16_t port)
 {
@@ -244,9 +246,19 @@ static void pump(struct sl_app *a, struct conn *c, unsigned idx)
 		}
 		return;
 	}
+	unsigned to = rr % a->node.nworkers;
+	struct rte_ring *ring = a->ring[a->node.nworkers][to];
 	struct sl_msg *msg;
-	if (rte_mempool_get(a->msgpool, (void **)&msg) != 0)
-		return; /* try again on the next poll */
+	if (rte_ring_free_count(ring) == 0 || rte_mempool_get(a->msgpool, (void **)&msg) != 0) {
+		/* the workers are saturated: leave the input where it is and
+		 * come back on the next poll */
+		if (!c->stalled) {
+			c->stalled = true;
+			nstalled++;
+		}
+		return;
+	}
+	rr++;
 	if (msg->heap_cap < off) {
 		char *p = realloc(msg->heap_in, off);
 		if (!p) {
@@ -265,14 +277,8 @@ static void pump(struct sl_app *a, struct conn *c, unsigned idx)
 	msg->conn = idx;
 	msg->conn_gen = c->gen;
 	sl_conv_reset(&msg->conv, msg->heap_in, (uint32_t)off, false);
-	unsigned to = rr++ % a->node.nworkers;
-	if (rte_ring_sp_enqueue(a->ring[a->node.nworkers][to], msg) != 0) {
-		/* cannot happen while one conversation per connection is in
-		 * flight and rings outnumber connections; be safe anyway */
-		rte_mempool_put(a->msgpool, msg);
-		conn_close(a, c);
-		return;
-	}
+	/* the main lcore is the ring's only producer and saw room above */
+	rte_ring_sp_enqueue(ring, msg);
 	c->busy = true;
 }
 
@@ -396,6 +402,15 @@ void sl_tcp_poll(struct sl_app *a, bool *busy)
 		}
 		if (c->used && !c->eof && (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 			do_read(a, c, (unsigned)d);
+	}
+	if (nstalled) {
+		nstalled = 0;
+		for (unsigned i = 0; i < nconns; i++)
+			if (conns[i].used && conns[i].stalled) {
+				conns[i].stalled = false;
+				pump(a, &conns[i], i);
+			}
+		*busy = true;
 	}
 	struct sl_msg *msgs[SL_BURST];
 	unsigned me = a->node.nworkers;
