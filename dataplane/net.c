@@ -276,7 +276,20 @@ void sl_net_send_reply(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg
 	for (uint32_t i = 0; i < n; i++) {
 		size_t off = (size_t)i * SL_UDP_CHUNK;
 		size_t chunk = o->len - off < SL_UDP_CHUNK ? o->len - off : SL_UDP_CHUNK;
-		struct rte_mbuf *m = rte_pktmbuf_alloc(a->pktpool);
+		struct rte_mbuf *m = NULL;
+		/* A one-datagram reply goes out in the request's own mbuf: its
+		 * input has been used up, and this saves an alloc and a free per
+		 * request (the common case). */
+		struct rte_mbuf *req = msg->m;
+		if (n == 1 && req && req->nb_segs == 1 && rte_mbuf_refcnt_read(req) == 1 &&
+		    RTE_MBUF_DIRECT(req) &&
+		    req->buf_len >= RTE_MIN((uint16_t)RTE_PKTMBUF_HEADROOM, req->buf_len) + HDR_LEN + chunk) {
+			msg->m = NULL;
+			m = req;
+			rte_pktmbuf_reset(m);
+		} else {
+			m = rte_pktmbuf_alloc(a->pktpool);
+		}
 		if (!m) {
 			w->ex.st.drops[SL_DROP_no_mbuf]++;
 			return;

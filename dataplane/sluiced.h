@@ -82,6 +82,7 @@ struct sl_worker {
 	struct rte_ip_frag_death_row dr;
 	struct rte_mbuf *tx[SL_BURST * 4];
 	unsigned ntx;
+	uint32_t now; /* unix seconds, read once per loop iteration */
 } __rte_cache_aligned;
 
 struct sl_app {

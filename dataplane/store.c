@@ -436,6 +436,20 @@ unsigned sl_store_sweep(struct sl_store *s, uint32_t now, unsigned budget)
 	return freed;
 }
 
+void sl_store_prefetch_bucket(const struct sl_store *s, uint64_t hash)
+{
+	__builtin_prefetch(&s->buckets[(hash >> 14) & s->mask]);
+}
+
+void sl_store_prefetch_items(const struct sl_store *s, uint64_t hash)
+{
+	const struct bucket *bk = &s->buckets[(hash >> 14) & s->mask];
+	uint16_t tag = tag_of(hash);
+	for (int i = 0; i < BUCKET_WAYS; i++)
+		if (bk->e[i] && (uint16_t)(bk->e[i] >> TAG_SHIFT) == tag)
+			__builtin_prefetch(entry_item(bk->e[i]));
+}
+
 void sl_store_pin(struct sl_store *s, struct sl_item *it)
 {
 	s->pin = it;

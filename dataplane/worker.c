@@ -7,14 +7,45 @@
  * (the client retries, as with any lost datagram); a TCP request must not
  * be lost, so it waits in a per-worker backlog and is retried every loop.
  */
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <rte_cycles.h>
 #include <rte_lcore.h>
+#include <rte_ip.h>
 #include <rte_mbuf.h>
+#include <rte_udp.h>
 
 #include "sluiced.h"
+
+/*
+ * Hash of the first key of a plain "get"/"gets" datagram to our UDP port,
+ * or 0: just enough parsing to prefetch its bucket and item before the
+ * burst is processed (the real parse happens later, as for any request).
+ */
+static uint64_t peek_get_hash(const struct sl_app *a, struct rte_mbuf *m)
+{
+	const size_t hdr = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) +
+			   sizeof(struct rte_udp_hdr) + SL_FRAME_LEN;
+	if (m->nb_segs != 1 || m->data_len < hdr + 6)
+		return 0;
+	const struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, const struct rte_ether_hdr *);
+	const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)(eth + 1);
+	const struct rte_udp_hdr *udp = (const struct rte_udp_hdr *)(ip + 1);
+	if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) || ip->version_ihl != 0x45 ||
+	    ip->next_proto_id != IPPROTO_UDP || udp->dst_port != rte_cpu_to_be_16(a->cfg.udp_port))
+		return 0;
+	const char *p = rte_pktmbuf_mtod_offset(m, const char *, hdr);
+	size_t len = m->data_len - hdr;
+	if (memcmp(p, "get ", 4) != 0)
+		return 0;
+	const char *k = p + 4, *end = p + len;
+	const char *e = k;
+	while (e < end && *e != ' ' && *e != '\r' && *e != '\n')
+		e++;
+	return e > k && e - k <= SL_KEY_MAX ? sl_key_hash(k, (size_t)(e - k)) : 0;
+}
 
 struct backlog {
 	struct sl_msg *m[SL_RING_SIZE];
@@ -56,7 +87,7 @@ void sl_msg_done(struct sl_app *a, struct sl_msg *msg)
 void sl_msg_run(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg)
 {
 	unsigned to = 0;
-	if (sl_exec_run(&w->ex, &msg->conv, sl_now(), &to) == SL_EXEC_FORWARD) {
+	if (sl_exec_run(&w->ex, &msg->conv, w->now, &to) == SL_EXEC_FORWARD) {
 		if (send_to(a, w, to, msg)) {
 			w->ex.st.handoffs_out++;
 			return;
@@ -109,7 +140,22 @@ int sl_worker_main(void *arg)
 	while (!a->quit) {
 		uint64_t tsc = rte_rdtsc();
 		unsigned work = 0;
+		w->now = sl_now(); /* one clock read per iteration, not per request */
 		uint16_t n = rte_eth_rx_burst(a->cfg.port, (uint16_t)w->idx, pkts, SL_BURST);
+		if (n > 1) {
+			/* overlap the index and item misses of the whole burst */
+			uint64_t h[SL_BURST];
+			for (uint16_t i = 0; i < n; i++) {
+				h[i] = peek_get_hash(a, pkts[i]);
+				if (h[i] && sl_slot_owner(&a->map, h[i]) == w->idx)
+					sl_store_prefetch_bucket(w->ex.store, h[i]);
+				else
+					h[i] = 0;
+			}
+			for (uint16_t i = 0; i < n; i++)
+				if (h[i])
+					sl_store_prefetch_items(w->ex.store, h[i]);
+		}
 		for (uint16_t i = 0; i < n; i++) {
 			if (i + 1 < n)
 				rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void *));
@@ -140,8 +186,10 @@ int sl_worker_main(void *arg)
 		if (w->ntx)
 			sl_worker_tx_flush(a, w);
 		rte_ip_frag_free_death_row(&w->dr, 3);
-		/* reclaim expired/flushed items, a bounded step per iteration */
-		work += sl_store_sweep(w->ex.store, sl_now(), 256);
+		/* reclaim expired/flushed items: a bounded step per iteration,
+		 * small while requests are flowing (each look at an item is
+		 * likely a cache miss), larger when there is nothing else to do */
+		work += sl_store_sweep(w->ex.store, w->now, work ? 8 : 256);
 
 		if (work) {
 			idle_since = 0;

@@ -160,6 +160,14 @@ void sl_store_unlink(struct sl_store *s, struct sl_item *it);
 /** Free an item that was never linked. */
 void sl_store_free(struct sl_store *s, struct sl_item *it);
 
+/**
+ * Prefetch for a coming lookup of @p hash: the bucket, or, once the bucket
+ * is in cache, the items whose tag matches. Called over a burst before the
+ * burst is processed, so the misses overlap instead of queueing.
+ */
+void sl_store_prefetch_bucket(const struct sl_store *s, uint64_t hash);
+void sl_store_prefetch_items(const struct sl_store *s, uint64_t hash);
+
 /** Next CAS value (per store, strictly increasing, never 0). */
 uint64_t sl_store_next_cas(struct sl_store *s);
 
