@@ -127,6 +127,22 @@ static uint32_t next_key(void)
 	return ztab[rnd() & (ZT - 1)];
 }
 
+/* The next request of the workload: during the preload a set of each key
+ * in turn (false when all are done), otherwise the get:set mix. */
+static bool next_request(bool preload, uint32_t *pk, bool *set, uint32_t *k)
+{
+	if (preload) {
+		if (*pk >= O.keys)
+			return false;
+		*set = true;
+		*k = (*pk)++;
+		return true;
+	}
+	*set = (double)(rnd() >> 11) / 9007199254740992.0 >= O.get_ratio;
+	*k = next_key();
+	return true;
+}
+
 static int put_key(char *p, uint32_t k)
 {
 	return sprintf(p, "key:%0*u", (int)(O.key_size > 4 ? O.key_size - 4 : 1), k);
@@ -331,16 +347,11 @@ static int write_pcap(const char *path)
 	fwrite(&gh, sizeof(gh), 1, f);
 	static uint8_t frame[2048];
 	unsigned long n = 0, total = (O.preload ? O.keys : 0) + pcap_count;
+	uint32_t pk = 0;
 	for (unsigned long i = 0; i < total; i++) {
 		bool set;
 		uint32_t k;
-		if (i < (O.preload ? O.keys : 0)) {
-			set = true;
-			k = (uint32_t)i;
-		} else {
-			set = (double)(rnd() >> 11) / 9007199254740992.0 >= O.get_ratio;
-			k = next_key();
-		}
+		next_request(O.preload && pk < O.keys, &pk, &set, &k);
 		uint32_t len = (uint32_t)fill_frame(frame, set, k, (uint16_t)i);
 		uint32_t rec[4] = {(uint32_t)(i / 1000000), (uint32_t)(i % 1000000), len, len};
 		fwrite(rec, sizeof(rec), 1, f);
@@ -377,15 +388,8 @@ static unsigned dpdk_send(unsigned max, bool preload, uint32_t *pk)
 	while (n < max && n < BURST) {
 		bool set;
 		uint32_t k;
-		if (preload) {
-			if (*pk >= O.keys)
-				break;
-			set = true;
-			k = (*pk)++;
-		} else {
-			set = (double)(rnd() >> 11) / 9007199254740992.0 >= O.get_ratio;
-			k = next_key();
-		}
+		if (!next_request(preload, pk, &set, &k))
+			break;
 		int id = take_id(now);
 		if (id < 0)
 			break;
@@ -476,15 +480,8 @@ static unsigned kernel_send(unsigned max, bool preload, uint32_t *pk)
 	while (n < max && n < BURST) {
 		bool set;
 		uint32_t k;
-		if (preload) {
-			if (*pk >= O.keys)
-				break;
-			set = true;
-			k = (*pk)++;
-		} else {
-			set = (double)(rnd() >> 11) / 9007199254740992.0 >= O.get_ratio;
-			k = next_key();
-		}
+		if (!next_request(preload, pk, &set, &k))
+			break;
 		int id = take_id(now);
 		if (id < 0)
 			break;
