@@ -16,7 +16,7 @@
 
 const char *const sl_drop_names[SL_DROP__COUNT] = {
 #define X(n) #n,
-	SL_DROP_REASONS(X)
+    SL_DROP_REASONS(X)
 #undef X
 };
 
@@ -119,7 +119,7 @@ static uint64_t key_hash(struct sl_conv *c, struct sl_tok k)
 }
 
 static bool is_mine(struct sl_exec *ex, struct sl_conv *c, struct sl_tok k, uint64_t h,
-		    unsigned *to)
+                    unsigned *to)
 {
 	unsigned o = sl_slot_owner(ex->node->map, h);
 	if (o == ex->core)
@@ -166,13 +166,13 @@ struct store_args {
 	uint32_t exptime;
 	const char *data;
 	uint32_t vlen;
-	uint64_t cas;     /* compare value; 0 = none */
-	bool set_stale;   /* meta I with CAS: allow an older CAS, mark stale */
+	uint64_t cas;   /* compare value; 0 = none */
+	bool set_stale; /* meta I with CAS: allow an older CAS, mark stale */
 	bool binkey;
 };
 
 static enum store_res do_store(struct sl_exec *ex, const struct store_args *a, uint32_t now,
-			       uint64_t *cas_out)
+                               uint64_t *cas_out)
 {
 	struct sl_store *s = ex->store;
 	struct sl_item *old = sl_store_get(s, a->hash, a->key.p, a->key.len, now);
@@ -262,8 +262,8 @@ static enum store_res do_store(struct sl_exec *ex, const struct store_args *a, u
 enum delta_res { D_OK, D_NON_NUMERIC, D_NO_MEM, D_NOT_FOUND, D_CAS_MISMATCH };
 
 static enum delta_res do_delta(struct sl_exec *ex, struct sl_tok key, uint64_t h, bool incr,
-			       uint64_t delta, uint64_t cas, uint32_t now, char *buf,
-			       struct sl_item **out)
+                               uint64_t delta, uint64_t cas, uint32_t now, char *buf,
+                               struct sl_item **out)
 {
 	struct sl_store *s = ex->store;
 	struct sl_item *it = sl_store_get(s, h, key.p, key.len, now);
@@ -345,8 +345,8 @@ static void value_line(struct sl_buf *o, struct sl_item *it, bool with_cas)
 }
 
 /* One key of a get-family request. */
-static void get_one(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *r,
-		    struct sl_tok k, uint64_t h, uint32_t now)
+static void get_one(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *r, struct sl_tok k,
+                    uint64_t h, uint32_t now)
 {
 	bool touch = r->cmd == SL_CMD_GAT || r->cmd == SL_CMD_GATS;
 	bool with_cas = r->cmd == SL_CMD_GETS || r->cmd == SL_CMD_GATS;
@@ -377,17 +377,17 @@ static void get_one(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *
 }
 
 static void text_store(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *r, uint64_t h,
-		       uint32_t now)
+                       uint32_t now)
 {
 	struct store_args a = {
-		.mode = (enum sl_cmd)r->cmd,
-		.key = r->key,
-		.hash = h,
-		.flags = r->flags,
-		.exptime = sl_exptime_abs(r->exptime, now),
-		.data = r->data,
-		.vlen = r->vlen,
-		.cas = r->cmd == SL_CMD_CAS ? r->cas : 0,
+	    .mode = (enum sl_cmd)r->cmd,
+	    .key = r->key,
+	    .hash = h,
+	    .flags = r->flags,
+	    .exptime = sl_exptime_abs(r->exptime, now),
+	    .data = r->data,
+	    .vlen = r->vlen,
+	    .cas = r->cmd == SL_CMD_CAS ? r->cas : 0,
 	};
 	uint64_t cas;
 	ex->st.cmd_set++;
@@ -425,7 +425,7 @@ static void text_store(struct sl_exec *ex, struct sl_conv *c, const struct sl_re
 }
 
 static void text_delta(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *r, uint64_t h,
-		       uint32_t now)
+                       uint32_t now)
 {
 	char buf[24];
 	struct sl_item *it;
@@ -473,7 +473,7 @@ static void meta_key(struct sl_buf *o, const char *key, size_t klen, bool bin)
 
 /* The O and k flags, which every meta reply echoes. */
 static void meta_echo(struct sl_buf *o, const struct sl_req *r, char f, const char *key,
-		      size_t klen, bool bin)
+                      size_t klen, bool bin)
 {
 	if (f == 'O') {
 		sl_buf_put(o, " ", 1);
@@ -486,7 +486,7 @@ static void meta_echo(struct sl_buf *o, const struct sl_req *r, char f, const ch
 /* A status-only meta reply: the two-letter code, the flags the request asked
  * to have echoed (O, k; c when @p cas is given), CRLF. */
 static void meta_status(struct sl_buf *o, const struct sl_req *r, const char *code,
-			const uint64_t *cas)
+                        const uint64_t *cas)
 {
 	sl_buf_put(o, code, 2);
 	for (unsigned i = 0; i < r->meta.nret; i++) {
@@ -510,7 +510,7 @@ static void meta_ttl(struct sl_buf *o, const struct sl_item *it, uint32_t now)
 }
 
 static void meta_get(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *r, uint64_t h,
-		     uint32_t now)
+                     uint32_t now)
 {
 	const struct sl_meta *m = &r->meta;
 	struct sl_buf *o = &c->out;
@@ -590,7 +590,7 @@ static void meta_get(struct sl_exec *ex, struct sl_conv *c, const struct sl_req 
 			break;
 		default:
 			meta_echo(o, r, m->ret[i], sl_item_key(it), it->klen,
-				  (it->bits & SL_IT_BINKEY) != 0);
+			          (it->bits & SL_IT_BINKEY) != 0);
 			break;
 		}
 	}
@@ -624,7 +624,7 @@ static void meta_get(struct sl_exec *ex, struct sl_conv *c, const struct sl_req 
 }
 
 static void meta_set(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *r, uint64_t h,
-		     uint32_t now)
+                     uint32_t now)
 {
 	const struct sl_meta *m = &r->meta;
 	struct sl_buf *o = &c->out;
@@ -649,16 +649,16 @@ static void meta_set(struct sl_exec *ex, struct sl_conv *c, const struct sl_req 
 	if (has_cas && (mode == SL_CMD_SET || mode == SL_CMD_REPLACE))
 		mode = SL_CMD_CAS;
 	struct store_args a = {
-		.mode = mode,
-		.key = r->key,
-		.hash = h,
-		.flags = m->client_flags,
-		.exptime = (m->seen & SL_MF('T')) ? sl_exptime_abs(m->ttl, now) : 0,
-		.data = r->data,
-		.vlen = r->vlen,
-		.cas = m->cas,
-		.set_stale = mode == SL_CMD_CAS && (m->seen & SL_MF('I')),
-		.binkey = r->key_binary,
+	    .mode = mode,
+	    .key = r->key,
+	    .hash = h,
+	    .flags = m->client_flags,
+	    .exptime = (m->seen & SL_MF('T')) ? sl_exptime_abs(m->ttl, now) : 0,
+	    .data = r->data,
+	    .vlen = r->vlen,
+	    .cas = m->cas,
+	    .set_stale = mode == SL_CMD_CAS && (m->seen & SL_MF('I')),
+	    .binkey = r->key_binary,
 	};
 	uint64_t cas;
 	ex->st.cmd_meta++;
@@ -693,7 +693,7 @@ static void meta_set(struct sl_exec *ex, struct sl_conv *c, const struct sl_req 
 }
 
 static void meta_delete(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *r, uint64_t h,
-			uint32_t now)
+                        uint32_t now)
 {
 	const struct sl_meta *m = &r->meta;
 	struct sl_buf *o = &c->out;
@@ -725,7 +725,7 @@ static void meta_delete(struct sl_exec *ex, struct sl_conv *c, const struct sl_r
 }
 
 static void meta_arith(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *r, uint64_t h,
-		       uint32_t now)
+                       uint32_t now)
 {
 	const struct sl_meta *m = &r->meta;
 	struct sl_buf *o = &c->out;
@@ -818,7 +818,7 @@ static void meta_arith(struct sl_exec *ex, struct sl_conv *c, const struct sl_re
 }
 
 static void meta_debug(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *r, uint64_t h,
-		       uint32_t now)
+                       uint32_t now)
 {
 	struct sl_buf *o = &c->out;
 	struct sl_item *it = sl_store_get(ex->store, h, r->key.p, r->key.len, now);
@@ -835,9 +835,9 @@ static void meta_debug(struct sl_exec *ex, struct sl_conv *c, const struct sl_re
 		sl_buf_put(o, sl_item_key(it), it->klen);
 	}
 	int n = snprintf(t, sizeof(t), " exp=%d la=%u cas=%" PRIu64 " fetch=%s cls=1 size=%u\r\n",
-			 it->exptime == 0 ? -1 : (int)(now - it->exptime), now - it->atime,
-			 it->cas, (it->bits & SL_IT_FETCHED) ? "yes" : "no",
-			 (unsigned)(SL_ITEM_OVERHEAD + it->klen + it->vlen + 2));
+	                 it->exptime == 0 ? -1 : (int)(now - it->exptime), now - it->atime, it->cas,
+	                 (it->bits & SL_IT_FETCHED) ? "yes" : "no",
+	                 (unsigned)(SL_ITEM_OVERHEAD + it->klen + it->vlen + 2));
 	sl_buf_put(o, t, (size_t)n);
 }
 
@@ -944,10 +944,10 @@ static void stats_general(struct sl_exec *ex, struct sl_buf *o, uint32_t now)
 	for (unsigned i = 0; i < n->nworkers; i++) {
 		const struct sl_exec *e = n->cores[i];
 		char name[64];
-#define CORE_STAT(f, v)                                                                             \
-	do {                                                                                        \
-		snprintf(name, sizeof(name), "core%u:%s", i, f);                                    \
-		stat_u(o, name, v);                                                                 \
+#define CORE_STAT(f, v)                                                                            \
+	do {                                                                                       \
+		snprintf(name, sizeof(name), "core%u:%s", i, f);                                   \
+		stat_u(o, name, v);                                                                \
 	} while (0)
 		CORE_STAT("requests", e->st.requests);
 		CORE_STAT("rx_packets", e->st.rx_packets);
@@ -984,7 +984,7 @@ static void class_sum(const struct sl_node *n, unsigned cls, struct sl_class_sta
 }
 
 static void stat_cls(struct sl_buf *o, const char *prefix, unsigned cls, const char *name,
-		     uint64_t v)
+                     uint64_t v)
 {
 	char t[96];
 	snprintf(t, sizeof(t), "%s%u:%s", prefix, cls, name);
@@ -1117,7 +1117,7 @@ static bool is_keyed(uint8_t cmd)
 }
 
 static void run_keyed(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *r, uint64_t h,
-		      uint32_t now)
+                      uint32_t now)
 {
 	struct sl_item *it;
 	if (r->too_large) {
@@ -1189,7 +1189,7 @@ static void run_keyed(struct sl_exec *ex, struct sl_conv *c, const struct sl_req
 
 /* Commands that every core must see, visited in core order. */
 static bool run_broadcast(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *r,
-			  uint32_t now, unsigned *to)
+                          uint32_t now, unsigned *to)
 {
 	unsigned n = ex->node->nworkers;
 	if (!c->in_request) {
@@ -1227,7 +1227,7 @@ static bool run_broadcast(struct sl_exec *ex, struct sl_conv *c, const struct sl
 }
 
 static bool run_get(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *r, uint32_t now,
-		    unsigned *to)
+                    unsigned *to)
 {
 	uint32_t pos = c->in_request ? c->key_pos : 0;
 	c->in_request = true;
@@ -1248,7 +1248,7 @@ static bool run_get(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *
 }
 
 enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t now,
-				unsigned *to_core)
+                                unsigned *to_core)
 {
 	struct sl_req r;
 	while (c->off < c->in_len && !c->close) {

@@ -33,35 +33,35 @@ struct sl_app *sl_app;
 static void usage(const char *prog)
 {
 	fprintf(stderr,
-		"usage: %s [EAL options] -- [options]\n"
-		"  --ip ADDR/PREFIX        dataplane IPv4 address (required)\n"
-		"  --udp-port N            memcached UDP port (default 11211)\n"
-		"  --tcp HOST:PORT|off     extra TCP listener (default 127.0.0.1:11211)\n"
-		"  --memory MiB            item memory, like memcached -m (default 64)\n"
-		"  --workers N             worker cores (default: all worker lcores)\n"
-		"  --max-item-size BYTES   largest item (default 1048576)\n"
-		"  --port N                DPDK port of the dataplane (default 0)\n"
-		"  --exception-port N      DPDK tap port towards the kernel (TCP, ARP, ...)\n"
-		"  --exception-netns NAME  move the exception tap into this netns, give it\n"
-		"                          the dataplane address and listen on TCP there\n",
-		prog);
+	        "usage: %s [EAL options] -- [options]\n"
+	        "  --ip ADDR/PREFIX        dataplane IPv4 address (required)\n"
+	        "  --udp-port N            memcached UDP port (default 11211)\n"
+	        "  --tcp HOST:PORT|off     extra TCP listener (default 127.0.0.1:11211)\n"
+	        "  --memory MiB            item memory, like memcached -m (default 64)\n"
+	        "  --workers N             worker cores (default: all worker lcores)\n"
+	        "  --max-item-size BYTES   largest item (default 1048576)\n"
+	        "  --port N                DPDK port of the dataplane (default 0)\n"
+	        "  --exception-port N      DPDK tap port towards the kernel (TCP, ARP, ...)\n"
+	        "  --exception-netns NAME  move the exception tap into this netns, give it\n"
+	        "                          the dataplane address and listen on TCP there\n",
+	        prog);
 }
 
 static int parse_args(struct sl_config *c, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"ip", required_argument, NULL, 'i'},
-		{"udp-port", required_argument, NULL, 'u'},
-		{"tcp", required_argument, NULL, 't'},
-		{"memory", required_argument, NULL, 'm'},
-		{"workers", required_argument, NULL, 'w'},
-		{"max-item-size", required_argument, NULL, 'I'},
-		{"port", required_argument, NULL, 'p'},
-		{"exception-port", required_argument, NULL, 'e'},
-		{"exception-netns", required_argument, NULL, 'n'},
-		{"verbose", no_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"ip", required_argument, NULL, 'i'},
+	    {"udp-port", required_argument, NULL, 'u'},
+	    {"tcp", required_argument, NULL, 't'},
+	    {"memory", required_argument, NULL, 'm'},
+	    {"workers", required_argument, NULL, 'w'},
+	    {"max-item-size", required_argument, NULL, 'I'},
+	    {"port", required_argument, NULL, 'p'},
+	    {"exception-port", required_argument, NULL, 'e'},
+	    {"exception-netns", required_argument, NULL, 'n'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	int o;
 	char *end;
@@ -108,7 +108,8 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 				break;
 			}
 			char *colon = strrchr(optarg, ':');
-			if (!colon || colon == optarg || (size_t)(colon - optarg) >= sizeof(c->tcp_host))
+			if (!colon || colon == optarg ||
+			    (size_t)(colon - optarg) >= sizeof(c->tcp_host))
 				return -1;
 			memcpy(c->tcp_host, optarg, (size_t)(colon - optarg));
 			c->tcp_host[colon - optarg] = 0;
@@ -174,7 +175,7 @@ static int port_init(struct sl_app *a, uint16_t port, uint16_t nrx, uint16_t ntx
 		return rc;
 	if (nrx > info.max_rx_queues || ntx > info.max_tx_queues) {
 		fprintf(stderr, "sluiced: port %u has %u rx / %u tx queues, need %u / %u\n", port,
-			info.max_rx_queues, info.max_tx_queues, nrx, ntx);
+		        info.max_rx_queues, info.max_tx_queues, nrx, ntx);
 		return -EINVAL;
 	}
 	/* Spread requests over the workers' queues in hardware where the port
@@ -182,7 +183,7 @@ static int port_init(struct sl_app *a, uint16_t port, uint16_t nrx, uint16_t ntx
 	if (nrx > 1 && info.flow_type_rss_offloads) {
 		conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
 		conf.rx_adv_conf.rss_conf.rss_hf =
-			(RTE_ETH_RSS_IP | RTE_ETH_RSS_UDP) & info.flow_type_rss_offloads;
+		    (RTE_ETH_RSS_IP | RTE_ETH_RSS_UDP) & info.flow_type_rss_offloads;
 	}
 	rc = rte_eth_dev_configure(port, nrx, ntx, &conf);
 	if (rc)
@@ -191,7 +192,7 @@ static int port_init(struct sl_app *a, uint16_t port, uint16_t nrx, uint16_t ntx
 	rte_eth_dev_adjust_nb_rx_tx_desc(port, &nb_rxd, &nb_txd);
 	for (uint16_t q = 0; q < nrx; q++) {
 		rc = rte_eth_rx_queue_setup(port, q, nb_rxd, rte_eth_dev_socket_id(port), NULL,
-					    a->pktpool);
+		                            a->pktpool);
 		if (rc)
 			return rc;
 	}
@@ -336,11 +337,13 @@ int main(int argc, char **argv)
 	struct sl_config *c = &a->cfg;
 	unsigned avail = rte_lcore_count() - 1;
 	if (avail == 0)
-		rte_exit(EXIT_FAILURE, "need at least 2 lcores (main + 1 worker), e.g. --lcores 0@0,1@1\n");
+		rte_exit(EXIT_FAILURE,
+		         "need at least 2 lcores (main + 1 worker), e.g. --lcores 0@0,1@1\n");
 	if (c->workers == 0)
 		c->workers = avail;
 	if (c->workers > avail)
-		rte_exit(EXIT_FAILURE, "--workers %u but only %u worker lcores\n", c->workers, avail);
+		rte_exit(EXIT_FAILURE, "--workers %u but only %u worker lcores\n", c->workers,
+		         avail);
 	if (!rte_eth_dev_is_valid_port(c->port))
 		rte_exit(EXIT_FAILURE, "no DPDK port %u (give one with --vdev)\n", c->port);
 	if (c->exc_port >= 0 && !rte_eth_dev_is_valid_port((uint16_t)c->exc_port))
@@ -351,12 +354,12 @@ int main(int argc, char **argv)
 
 	unsigned W = c->workers;
 	a->pktpool = rte_pktmbuf_pool_create("sl_pkt", 16383 + 4096 * W, 256, 0,
-					     RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
+	                                     RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
 	a->msgpool = rte_mempool_create("sl_msg", 8191, sizeof(struct sl_msg), 128, 0, NULL, NULL,
-					msg_init, NULL, (int)rte_socket_id(), 0);
+	                                msg_init, NULL, (int)rte_socket_id(), 0);
 	a->exc_ring = rte_ring_create("sl_exc", SL_RING_SIZE, (int)rte_socket_id(), RING_F_SC_DEQ);
 	a->wire_ring = rte_ring_create("sl_wire", SL_RING_SIZE, (int)rte_socket_id(),
-				       RING_F_SP_ENQ | RING_F_SC_DEQ);
+	                               RING_F_SP_ENQ | RING_F_SC_DEQ);
 	if (!a->pktpool || !a->msgpool || !a->exc_ring || !a->wire_ring)
 		rte_exit(EXIT_FAILURE, "cannot create pools: %s\n", rte_strerror(rte_errno));
 	for (unsigned f = 0; f <= W; f++)
@@ -366,7 +369,7 @@ int main(int argc, char **argv)
 			char name[32];
 			snprintf(name, sizeof(name), "sl_r%u_%u", f, t);
 			a->ring[f][t] = rte_ring_create(name, SL_RING_SIZE, (int)rte_socket_id(),
-							RING_F_SP_ENQ | RING_F_SC_DEQ);
+			                                RING_F_SP_ENQ | RING_F_SC_DEQ);
 			if (!a->ring[f][t])
 				rte_exit(EXIT_FAILURE, "ring: %s\n", rte_strerror(rte_errno));
 		}
@@ -390,8 +393,8 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < W; i++, lc = rte_get_next_lcore(lc, 1, 0)) {
 		struct sl_worker *w = &a->workers[i];
 		struct sl_store_conf sc = {.mem_limit = a->node.mem_limit / W,
-					   .max_item_size = c->max_item,
-					   .arena = SL_STORE_NEW_ARENA};
+		                           .max_item_size = c->max_item,
+		                           .arena = SL_STORE_NEW_ARENA};
 		w->idx = i;
 		w->lcore = lc;
 		w->ex.core = i;
@@ -410,7 +413,8 @@ int main(int argc, char **argv)
 
 	char ip[INET_ADDRSTRLEN];
 	inet_ntop(AF_INET, &c->ip, ip, sizeof(ip));
-	printf("sluiced: %s/%u udp port %u, %u worker(s), %zu MiB, mac " RTE_ETHER_ADDR_PRT_FMT "\n",
+	printf("sluiced: %s/%u udp port %u, %u worker(s), %zu MiB, mac " RTE_ETHER_ADDR_PRT_FMT
+	       "\n",
 	       ip, c->prefix, c->udp_port, W, c->mem_mib, RTE_ETHER_ADDR_BYTES(&a->mac));
 	if (c->tcp_on)
 		printf("sluiced: tcp on %s:%u\n", c->tcp_host, c->tcp_port);

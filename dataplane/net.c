@@ -23,15 +23,16 @@
 
 #include "sluiced.h"
 
-#define HDR_LEN (sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + \
-		 sizeof(struct rte_udp_hdr) + SL_FRAME_LEN)
+#define HDR_LEN                                                                                    \
+	(sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + sizeof(struct rte_udp_hdr) + \
+	 SL_FRAME_LEN)
 
 void sl_worker_tx_flush(struct sl_app *a, struct sl_worker *w)
 {
 	unsigned sent = 0;
 	for (int tries = 0; sent < w->ntx && tries < 16; tries++)
 		sent += rte_eth_tx_burst(a->cfg.port, (uint16_t)w->idx, w->tx + sent,
-					 (uint16_t)(w->ntx - sent));
+		                         (uint16_t)(w->ntx - sent));
 	w->ex.st.tx_packets += sent;
 	if (sent < w->ntx) {
 		w->ex.st.drops[SL_DROP_tx_full] += w->ntx - sent;
@@ -47,8 +48,7 @@ void sl_worker_tx(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m)
 	w->tx[w->ntx++] = m;
 }
 
-static void to_kernel(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m,
-		      enum sl_drop why)
+static void to_kernel(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, enum sl_drop why)
 {
 	if (a->cfg.exc_port >= 0 && rte_ring_mp_enqueue(a->exc_ring, m) == 0) {
 		w->ex.st.exception_pkts++;
@@ -74,7 +74,8 @@ static void handle_arp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m
 		struct rte_mbuf *r = rte_pktmbuf_alloc(a->pktpool);
 		if (r) {
 			size_t len = sizeof(*eth) + sizeof(*arp);
-			struct rte_ether_hdr *re = (struct rte_ether_hdr *)rte_pktmbuf_append(r, (uint16_t)len);
+			struct rte_ether_hdr *re =
+			    (struct rte_ether_hdr *)rte_pktmbuf_append(r, (uint16_t)len);
 			struct rte_arp_hdr *ra = (struct rte_arp_hdr *)(re + 1);
 			re->dst_addr = eth->src_addr;
 			re->src_addr = a->mac;
@@ -97,11 +98,12 @@ static void handle_arp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m
 }
 
 static void handle_icmp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m,
-			struct rte_ipv4_hdr *ip, uint16_t ihl)
+                        struct rte_ipv4_hdr *ip, uint16_t ihl)
 {
 	uint16_t tot = rte_be_to_cpu_16(ip->total_length);
 	struct rte_icmp_hdr *ic = (struct rte_icmp_hdr *)((uint8_t *)ip + ihl);
-	if (m->nb_segs != 1 || tot < ihl + sizeof(*ic) || ic->icmp_type != RTE_IP_ICMP_ECHO_REQUEST) {
+	if (m->nb_segs != 1 || tot < ihl + sizeof(*ic) ||
+	    ic->icmp_type != RTE_IP_ICMP_ECHO_REQUEST) {
 		to_kernel(a, w, m, SL_DROP_other_proto);
 		return;
 	}
@@ -124,7 +126,7 @@ static void handle_icmp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *
 }
 
 static void handle_udp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m,
-		       struct rte_ipv4_hdr *ip, uint16_t ihl)
+                       struct rte_ipv4_hdr *ip, uint16_t ihl)
 {
 	uint16_t tot = rte_be_to_cpu_16(ip->total_length);
 	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)((uint8_t *)ip + ihl);
@@ -145,7 +147,8 @@ static void handle_udp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m
 	struct sl_frame f;
 	enum sl_frame_verdict v = sl_frame_decode(fp, plen, &f);
 	if (v != SL_FRAME_OK) {
-		w->ex.st.drops[v == SL_FRAME_SHORT ? SL_DROP_short_frame : SL_DROP_multi_datagram]++;
+		w->ex.st
+		    .drops[v == SL_FRAME_SHORT ? SL_DROP_short_frame : SL_DROP_multi_datagram]++;
 		rte_pktmbuf_free(m);
 		return;
 	}
@@ -283,7 +286,8 @@ void sl_net_send_reply(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg
 		struct rte_mbuf *req = msg->m;
 		if (n == 1 && req && req->nb_segs == 1 && rte_mbuf_refcnt_read(req) == 1 &&
 		    RTE_MBUF_DIRECT(req) &&
-		    req->buf_len >= RTE_MIN((uint16_t)RTE_PKTMBUF_HEADROOM, req->buf_len) + HDR_LEN + chunk) {
+		    req->buf_len >=
+		        RTE_MIN((uint16_t)RTE_PKTMBUF_HEADROOM, req->buf_len) + HDR_LEN + chunk) {
 			msg->m = NULL;
 			m = req;
 			rte_pktmbuf_reset(m);
@@ -304,8 +308,8 @@ void sl_net_send_reply(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg
 		eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
 		ip->version_ihl = RTE_IPV4_VHL_DEF;
 		ip->type_of_service = 0;
-		ip->total_length = rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + sizeof(*udp) +
-							       SL_FRAME_LEN + chunk));
+		ip->total_length =
+		    rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + sizeof(*udp) + SL_FRAME_LEN + chunk));
 		ip->packet_id = rte_cpu_to_be_16(ip_id++);
 		ip->fragment_offset = 0;
 		ip->time_to_live = 64;

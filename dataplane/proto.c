@@ -114,8 +114,7 @@ bool sl_strtol32(const char *s, size_t len, int32_t *out)
 
 /* ---- base64 ------------------------------------------------------------- */
 
-static const char b64_alpha[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64_alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 static int b64_val(unsigned char c)
 {
@@ -154,7 +153,7 @@ size_t sl_b64_decode(const char *in, size_t len, char *out, size_t cap)
 				return 0;
 		}
 		uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
-			     (uint32_t)v[3];
+		             (uint32_t)v[3];
 		size_t n = 3 - (size_t)pad;
 		if (o + n > cap)
 			return 0;
@@ -265,7 +264,7 @@ static bool item_fits(size_t max_item, size_t klen, uint64_t vlen)
  * ("swallow"); a bad line does not, and the block is then read as commands.
  */
 static enum sl_parse_status need_data(const char *buf, size_t len, size_t line_used,
-				      struct sl_req *r)
+                                      struct sl_req *r)
 {
 	size_t total = line_used + (size_t)r->vlen + 2;
 	if (len < total)
@@ -288,7 +287,7 @@ static enum sl_parse_status need_data(const char *buf, size_t len, size_t line_u
  * in r->swallow for a stream transport to discard as it arrives.
  */
 static enum sl_parse_status swallow(size_t len, size_t line_used, struct sl_req *r, uint64_t vlen,
-				    const char *err)
+                                    const char *err)
 {
 	uint64_t want = line_used + vlen + 2;
 	if (len >= want) {
@@ -324,7 +323,7 @@ static enum sl_parse_status too_large(size_t len, size_t line_used, struct sl_re
  * and reported after all flags were seen.
  */
 static const char *meta_flags(struct sl_req *r, const struct tokens *tk, unsigned first,
-			      const char *dflt_err, bool *fatal)
+                              const char *dflt_err, bool *fatal)
 {
 	struct sl_meta *m = &r->meta;
 	uint8_t seen[128] = {0};
@@ -359,7 +358,9 @@ static const char *meta_flags(struct sl_req *r, const struct tokens *tk, unsigne
 		case 'N':
 		case 'T':
 		case 'R': {
-			int32_t *dst = o == 'N' ? &m->vivify_ttl : o == 'T' ? &m->ttl : &m->recache_ttl;
+			int32_t *dst = o == 'N'   ? &m->vivify_ttl
+			               : o == 'T' ? &m->ttl
+			                          : &m->recache_ttl;
 			if (!sl_strtol32(v, vl, dst)) {
 				err = E_BADTOK;
 				has_error = true;
@@ -432,7 +433,7 @@ static const char *meta_flags(struct sl_req *r, const struct tokens *tk, unsigne
 }
 
 static enum sl_parse_status parse_meta(const char *buf, size_t len, size_t line_used,
-				       size_t max_item, const struct tokens *tk, struct sl_req *r)
+                                       size_t max_item, const struct tokens *tk, struct sl_req *r)
 {
 	char c = tk->t[0].p[1];
 	unsigned ntokens = tk->ntok + 1;
@@ -502,7 +503,7 @@ static enum sl_parse_status parse_meta(const char *buf, size_t len, size_t line_
 	r->cmd = c == 'g' ? SL_CMD_MG : c == 'd' ? SL_CMD_MD : SL_CMD_MA;
 	if (ntokens > SL_META_MAX_TOKENS)
 		return fail(r, c == 'g' ? "CLIENT_ERROR options flags are too long"
-					: "CLIENT_ERROR options flags too long");
+		                        : "CLIENT_ERROR options flags too long");
 	err = meta_flags(r, tk, 2, E_BADFMT, &fatal);
 	if (err) {
 		r->noreply = false;
@@ -518,8 +519,8 @@ static enum sl_parse_status parse_meta(const char *buf, size_t len, size_t line_
 /* ---- text commands ------------------------------------------------------- */
 
 static enum sl_parse_status parse_storage(const char *buf, size_t len, size_t line_used,
-					  size_t max_item, const struct tokens *tk,
-					  struct sl_req *r, enum sl_cmd cmd)
+                                          size_t max_item, const struct tokens *tk,
+                                          struct sl_req *r, enum sl_cmd cmd)
 {
 	unsigned ntokens = tk->ntok + 1;
 	bool is_cas = cmd == SL_CMD_CAS;
@@ -595,8 +596,8 @@ struct sl_tok sl_next_key(const struct sl_req *r, uint32_t *pos)
 	return k;
 }
 
-static enum sl_parse_status dispatch(const char *buf, size_t len, size_t line_used,
-				     size_t max_item, const struct tokens *tk, struct sl_req *r)
+static enum sl_parse_status dispatch(const char *buf, size_t len, size_t line_used, size_t max_item,
+                                     const struct tokens *tk, struct sl_req *r)
 {
 	unsigned ntokens = tk->ntok + 1;
 	const struct sl_tok *c0 = &tk->t[0];
@@ -686,10 +687,10 @@ static enum sl_parse_status dispatch(const char *buf, size_t len, size_t line_us
 			bool hold0 = tok_is(&tk->t[2], "0");
 			noreply_maybe(r, tk);
 			bool ok = (ntokens == 4 && (hold0 || r->noreply)) ||
-				  (ntokens == 5 && hold0 && r->noreply);
+			          (ntokens == 5 && hold0 && r->noreply);
 			if (!ok)
 				return fail(r, "CLIENT_ERROR bad command line format.  "
-					       "Usage: delete <key> [noreply]");
+				               "Usage: delete <key> [noreply]");
 		}
 		r->key = tk->t[1];
 		if (r->key.len > SL_KEY_MAX)
@@ -759,7 +760,7 @@ enum sl_parse_status sl_parse(const char *buf, size_t len, size_t max_item, stru
 		while (i < len && buf[i] == ' ')
 			i++;
 		if (i <= 100 && ((len - i >= 4 && memcmp(buf + i, "get ", 4) == 0) ||
-				 (len - i >= 5 && memcmp(buf + i, "gets ", 5) == 0)))
+		                 (len - i >= 5 && memcmp(buf + i, "gets ", 5) == 0)))
 			return SL_PARSE_MORE;
 		r->cmd = SL_CMD_CLOSE;
 		r->consumed = (uint32_t)len;
@@ -798,16 +799,16 @@ enum sl_parse_status sl_parse(const char *buf, size_t len, size_t max_item, stru
 }
 
 static const char *const cmd_names[SL_CMD__COUNT] = {
-	[SL_CMD_NONE] = "none",	      [SL_CMD_ERROR] = "error",	  [SL_CMD_CLOSE] = "close",
-	[SL_CMD_GET] = "get",	      [SL_CMD_GETS] = "gets",	  [SL_CMD_GAT] = "gat",
-	[SL_CMD_GATS] = "gats",	      [SL_CMD_SET] = "set",	  [SL_CMD_ADD] = "add",
-	[SL_CMD_REPLACE] = "replace", [SL_CMD_APPEND] = "append", [SL_CMD_PREPEND] = "prepend",
-	[SL_CMD_CAS] = "cas",	      [SL_CMD_DELETE] = "delete", [SL_CMD_INCR] = "incr",
-	[SL_CMD_DECR] = "decr",	      [SL_CMD_TOUCH] = "touch",	  [SL_CMD_FLUSH_ALL] = "flush_all",
-	[SL_CMD_VERSION] = "version", [SL_CMD_STATS] = "stats",	  [SL_CMD_VERBOSITY] = "verbosity",
-	[SL_CMD_QUIT] = "quit",	      [SL_CMD_MG] = "mg",	  [SL_CMD_MS] = "ms",
-	[SL_CMD_MD] = "md",	      [SL_CMD_MA] = "ma",	  [SL_CMD_MN] = "mn",
-	[SL_CMD_ME] = "me",
+    [SL_CMD_NONE] = "none",       [SL_CMD_ERROR] = "error",   [SL_CMD_CLOSE] = "close",
+    [SL_CMD_GET] = "get",         [SL_CMD_GETS] = "gets",     [SL_CMD_GAT] = "gat",
+    [SL_CMD_GATS] = "gats",       [SL_CMD_SET] = "set",       [SL_CMD_ADD] = "add",
+    [SL_CMD_REPLACE] = "replace", [SL_CMD_APPEND] = "append", [SL_CMD_PREPEND] = "prepend",
+    [SL_CMD_CAS] = "cas",         [SL_CMD_DELETE] = "delete", [SL_CMD_INCR] = "incr",
+    [SL_CMD_DECR] = "decr",       [SL_CMD_TOUCH] = "touch",   [SL_CMD_FLUSH_ALL] = "flush_all",
+    [SL_CMD_VERSION] = "version", [SL_CMD_STATS] = "stats",   [SL_CMD_VERBOSITY] = "verbosity",
+    [SL_CMD_QUIT] = "quit",       [SL_CMD_MG] = "mg",         [SL_CMD_MS] = "ms",
+    [SL_CMD_MD] = "md",           [SL_CMD_MA] = "ma",         [SL_CMD_MN] = "mn",
+    [SL_CMD_ME] = "me",
 };
 
 const char *sl_cmd_name(enum sl_cmd c)

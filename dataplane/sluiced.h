@@ -37,21 +37,22 @@
 
 #define SL_BURST 32
 #define SL_RING_SIZE 1024
-#define SL_MAX_IDLE_US 1000 /* longest idle sleep: the first request after a quiet spell waits at most this */
+#define SL_MAX_IDLE_US                                                                             \
+	1000 /* longest idle sleep: the first request after a quiet spell waits at most this */
 
 enum sl_origin { SL_ORIGIN_UDP = 0, SL_ORIGIN_TCP = 1 };
 
 /* A request on its way between cores, with where its reply must go. */
 struct sl_msg {
 	struct sl_conv conv;
-	struct rte_mbuf *m;     /* UDP: the request packet (input may point into it) */
-	char *heap_in;          /* input copied out of a chained mbuf or a socket */
+	struct rte_mbuf *m; /* UDP: the request packet (input may point into it) */
+	char *heap_in;      /* input copied out of a chained mbuf or a socket */
 	uint32_t heap_cap;
 	uint8_t origin;
 	/* UDP reply addressing, taken from the request */
 	struct rte_ether_addr peer_mac;
-	uint32_t peer_ip;       /* network order */
-	uint16_t peer_port;     /* network order */
+	uint32_t peer_ip;   /* network order */
+	uint16_t peer_port; /* network order */
 	uint16_t frame_id;
 	/* TCP: which connection (slot and generation, to spot reuse) */
 	uint32_t conn;
@@ -60,9 +61,9 @@ struct sl_msg {
 
 struct sl_config {
 	uint16_t port;
-	int exc_port;           /* -1: no exception path */
+	int exc_port; /* -1: no exception path */
 	char exc_netns[64];
-	uint32_t ip;            /* network order */
+	uint32_t ip; /* network order */
 	uint8_t prefix;
 	uint16_t udp_port;
 	char tcp_host[64];

@@ -39,8 +39,8 @@ struct sl_store {
 	unsigned arena;
 	unsigned tcache;
 	int mflags;
-	struct sl_item *hand; /* CLOCK hand; NULL when empty */
-	struct sl_item *pin;  /* never evicted (the item a command is reading) */
+	struct sl_item *hand;  /* CLOCK hand; NULL when empty */
+	struct sl_item *pin;   /* never evicted (the item a command is reading) */
 	struct sl_item *sweep; /* next item the expiry sweep looks at */
 	uint64_t cas;
 	uint32_t oldest_live;
@@ -239,7 +239,7 @@ void sl_store_unlink(struct sl_store *s, struct sl_item *it)
 }
 
 struct sl_item *sl_store_get(struct sl_store *s, uint64_t hash, const char *key, size_t klen,
-			     uint32_t now)
+                             uint32_t now)
 {
 	uint16_t tag = tag_of(hash);
 	for (struct bucket *bk = bucket_of(s, hash); bk; bk = bk->next) {
@@ -248,7 +248,8 @@ struct sl_item *sl_store_get(struct sl_store *s, uint64_t hash, const char *key,
 			if (!e || (uint16_t)(e >> TAG_SHIFT) != tag)
 				continue;
 			struct sl_item *it = entry_item(e);
-			if (it->hash != hash || it->klen != klen || memcmp(it->data, key, klen) != 0)
+			if (it->hash != hash || it->klen != klen ||
+			    memcmp(it->data, key, klen) != 0)
 				continue;
 			if (!sl_store_alive(s, it, now)) {
 				if (!(it->bits & SL_IT_FETCHED)) {
@@ -319,7 +320,7 @@ static bool make_room(struct sl_store *s, size_t charge)
 }
 
 struct sl_item *sl_store_alloc(struct sl_store *s, uint64_t hash, const char *key, size_t klen,
-			       size_t vlen)
+                               size_t vlen)
 {
 	size_t sz = sizeof(struct sl_item) + klen + vlen;
 	if (klen > SL_KEY_MAX || sz + 2 > s->max_item) {

@@ -69,8 +69,8 @@ static int listen_on(uint32_t ip, uint16_t port)
 		return -errno;
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port),
-				 .sin_addr.s_addr = ip};
+	struct sockaddr_in sa = {
+	    .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = ip};
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 1024) != 0) {
 		int e = -errno;
 		close(fd);
@@ -126,7 +126,7 @@ int sl_tcp_init(struct sl_app *a)
 		int fd = listen_on(ia.s_addr, a->cfg.tcp_port);
 		if (fd < 0) {
 			fprintf(stderr, "sluiced: cannot listen on %s:%u: %s\n", a->cfg.tcp_host,
-				a->cfg.tcp_port, strerror(-fd));
+			        a->cfg.tcp_port, strerror(-fd));
 			return fd;
 		}
 		lfds[nlisten++] = fd;
@@ -134,8 +134,8 @@ int sl_tcp_init(struct sl_app *a)
 	if (a->cfg.exc_port >= 0 && a->cfg.exc_netns[0]) {
 		int fd = listen_in_netns(a->cfg.exc_netns, a->cfg.ip, a->cfg.udp_port);
 		if (fd < 0) {
-			fprintf(stderr, "sluiced: cannot listen in netns %s: %s\n", a->cfg.exc_netns,
-				strerror(-fd));
+			fprintf(stderr, "sluiced: cannot listen in netns %s: %s\n",
+			        a->cfg.exc_netns, strerror(-fd));
 			return fd;
 		}
 		lfds[nlisten++] = fd;
@@ -328,7 +328,8 @@ static void do_read(struct sl_app *a, struct conn *c, unsigned idx)
 		size_t got = (size_t)n;
 		if (c->swallow) {
 			size_t drop = got < c->swallow ? got : (size_t)c->swallow;
-			memmove(c->rbuf.p + c->rbuf.len, c->rbuf.p + c->rbuf.len + drop, got - drop);
+			memmove(c->rbuf.p + c->rbuf.len, c->rbuf.p + c->rbuf.len + drop,
+			        got - drop);
 			c->swallow -= drop;
 			got -= drop;
 		}
@@ -415,7 +416,8 @@ void sl_tcp_poll(struct sl_app *a, bool *busy)
 	struct sl_msg *msgs[SL_BURST];
 	unsigned me = a->node.nworkers;
 	for (unsigned w = 0; w < a->node.nworkers; w++) {
-		unsigned k = rte_ring_sc_dequeue_burst(a->ring[w][me], (void **)msgs, SL_BURST, NULL);
+		unsigned k =
+		    rte_ring_sc_dequeue_burst(a->ring[w][me], (void **)msgs, SL_BURST, NULL);
 		for (unsigned i = 0; i < k; i++)
 			reply_back(a, msgs[i]);
 		if (k)

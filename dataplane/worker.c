@@ -27,7 +27,7 @@
 static uint64_t peek_get_hash(const struct sl_app *a, struct rte_mbuf *m)
 {
 	const size_t hdr = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) +
-			   sizeof(struct rte_udp_hdr) + SL_FRAME_LEN;
+	                   sizeof(struct rte_udp_hdr) + SL_FRAME_LEN;
 	if (m->nb_segs != 1 || m->data_len < hdr + 6)
 		return 0;
 	const struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, const struct rte_ether_hdr *);
@@ -166,7 +166,7 @@ int sl_worker_main(void *arg)
 			if (src == w->idx)
 				continue;
 			unsigned k = rte_ring_sc_dequeue_burst(a->ring[src][w->idx], (void **)msgs,
-							       SL_BURST, NULL);
+			                                       SL_BURST, NULL);
 			for (unsigned i = 0; i < k; i++) {
 				w->ex.st.handoffs_in++;
 				sl_msg_run(a, w, msgs[i]);
@@ -177,8 +177,8 @@ int sl_worker_main(void *arg)
 			work += retry_backlog(a, w);
 		if (w->idx == 0) {
 			/* what the kernel behind the exception path sends */
-			unsigned k = rte_ring_sc_dequeue_burst(a->wire_ring, (void **)pkts, SL_BURST,
-							       NULL);
+			unsigned k =
+			    rte_ring_sc_dequeue_burst(a->wire_ring, (void **)pkts, SL_BURST, NULL);
 			for (unsigned i = 0; i < k; i++)
 				sl_worker_tx(a, w, pkts[i]);
 			work += k;

@@ -68,9 +68,18 @@ struct opts {
 };
 
 static struct opts O = {
-	.mode = "dpdk", .port = 11211, .keys = 100000, .key_size = 16, .value_size = 64,
-	.multiget = 1, .get_ratio = 0.95, .zipf = 0, .duration = 5, .window = 64,
-	.timeout_us = 100000, .label = "run",
+    .mode = "dpdk",
+    .port = 11211,
+    .keys = 100000,
+    .key_size = 16,
+    .value_size = 64,
+    .multiget = 1,
+    .get_ratio = 0.95,
+    .zipf = 0,
+    .duration = 5,
+    .window = 64,
+    .timeout_us = 100000,
+    .label = "run",
 };
 static volatile bool quit;
 
@@ -370,11 +379,11 @@ static void dpdk_rx(uint64_t now, bool measure)
 	for (uint16_t i = 0; i < n; i++) {
 		struct rte_mbuf *m = rx[i];
 		size_t hdr = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) +
-			     sizeof(struct rte_udp_hdr);
+		             sizeof(struct rte_udp_hdr);
 		struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 		if (m->data_len >= hdr && eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
 			on_reply(rte_pktmbuf_mtod_offset(m, uint8_t *, hdr), m->data_len - hdr, now,
-				 measure);
+			         measure);
 		rte_pktmbuf_free(m);
 	}
 }
@@ -542,7 +551,7 @@ static void preload(void)
 			break;
 	}
 	fprintf(stderr, "preloaded %u keys in %.1f s (%lu timeouts)\n", k, now_s() - t0,
-		(unsigned long)timeouts);
+	        (unsigned long)timeouts);
 	timeouts = 0;
 }
 
@@ -574,8 +583,8 @@ static void measure(void)
 		pump_rx(rte_rdtsc(), true);
 		if (tty && t - last >= 1) {
 			fprintf(stderr, "\r%6.1f s  %10.0f ops/s  outstanding %5u  timeouts %lu   ",
-				t - t0, (done - last_done) / (t - last), outstanding,
-				(unsigned long)timeouts);
+			        t - t0, (done - last_done) / (t - last), outstanding,
+			        (unsigned long)timeouts);
 			last = t;
 			last_done = done;
 		}
@@ -596,19 +605,21 @@ static void measure(void)
 	if (O.out[0]) {
 		FILE *f = fopen(O.out, "w");
 		if (f) {
-			fprintf(f,
-				"{\"label\":\"%s\",\"mode\":\"%s\",\"ops_per_sec\":%.1f,\"done\":%lu,"
-				"\"sent\":%lu,\"timeouts\":%lu,\"bad\":%lu,\"duration_s\":%.3f,"
-				"\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,"
-				"\"max_us\":%.2f,\"keys\":%u,\"key_size\":%u,\"value_size\":%u,"
-				"\"get_ratio\":%.3f,\"zipf\":%.2f,\"multiget\":%u,\"window\":%u,"
-				"\"rate\":%.0f,\"cdf\":[",
-				O.label, O.mode, ops, (unsigned long)done, (unsigned long)sent,
-				(unsigned long)timeouts, (unsigned long)bad, el, hist_q(0.5), hist_q(0.9),
-				hist_q(0.99), hist_q(0.999), lat_max / 1000.0, O.keys, O.key_size,
-				O.value_size, O.get_ratio, O.zipf, O.multiget, O.window, O.rate);
-			static const double qs[] = {0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7,
-						    0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0};
+			fprintf(
+			    f,
+			    "{\"label\":\"%s\",\"mode\":\"%s\",\"ops_per_sec\":%.1f,\"done\":%lu,"
+			    "\"sent\":%lu,\"timeouts\":%lu,\"bad\":%lu,\"duration_s\":%.3f,"
+			    "\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,"
+			    "\"max_us\":%.2f,\"keys\":%u,\"key_size\":%u,\"value_size\":%u,"
+			    "\"get_ratio\":%.3f,\"zipf\":%.2f,\"multiget\":%u,\"window\":%u,"
+			    "\"rate\":%.0f,\"cdf\":[",
+			    O.label, O.mode, ops, (unsigned long)done, (unsigned long)sent,
+			    (unsigned long)timeouts, (unsigned long)bad, el, hist_q(0.5),
+			    hist_q(0.9), hist_q(0.99), hist_q(0.999), lat_max / 1000.0, O.keys,
+			    O.key_size, O.value_size, O.get_ratio, O.zipf, O.multiget, O.window,
+			    O.rate);
+			static const double qs[] = {0.01, 0.05, 0.1, 0.2,  0.3,  0.4,   0.5,   0.6,
+			                            0.7,  0.8,  0.9, 0.95, 0.99, 0.995, 0.999, 1.0};
 			for (unsigned i = 0; i < sizeof(qs) / sizeof(qs[0]); i++)
 				fprintf(f, "%s[%.2f,%.4f]", i ? "," : "", hist_q(qs[i]), qs[i]);
 			fprintf(f, "]}\n");
@@ -626,41 +637,85 @@ static void on_sig(int s)
 static int parse(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{"mode", 1, 0, 'm'},	   {"server", 1, 0, 's'},    {"server-ip", 1, 0, 'S'},
-		{"client-ip", 1, 0, 'C'},  {"port", 1, 0, 'p'},      {"keys", 1, 0, 'k'},
-		{"key-size", 1, 0, 'K'},   {"value-size", 1, 0, 'v'}, {"get-ratio", 1, 0, 'g'},
-		{"multiget", 1, 0, 'M'},   {"zipf", 1, 0, 'z'},      {"duration", 1, 0, 'd'},
-		{"rate", 1, 0, 'r'},	   {"window", 1, 0, 'w'},    {"preload", 0, 0, 'P'},
-		{"timeout-us", 1, 0, 't'}, {"out", 1, 0, 'o'},       {"label", 1, 0, 'l'},
-		{"write-pcap", 1, 0, 'W'}, {"count", 1, 0, 'c'},
-		{0, 0, 0, 0},
+	    {"mode", 1, 0, 'm'},       {"server", 1, 0, 's'},     {"server-ip", 1, 0, 'S'},
+	    {"client-ip", 1, 0, 'C'},  {"port", 1, 0, 'p'},       {"keys", 1, 0, 'k'},
+	    {"key-size", 1, 0, 'K'},   {"value-size", 1, 0, 'v'}, {"get-ratio", 1, 0, 'g'},
+	    {"multiget", 1, 0, 'M'},   {"zipf", 1, 0, 'z'},       {"duration", 1, 0, 'd'},
+	    {"rate", 1, 0, 'r'},       {"window", 1, 0, 'w'},     {"preload", 0, 0, 'P'},
+	    {"timeout-us", 1, 0, 't'}, {"out", 1, 0, 'o'},        {"label", 1, 0, 'l'},
+	    {"write-pcap", 1, 0, 'W'}, {"count", 1, 0, 'c'},      {0, 0, 0, 0},
 	};
 	int c;
 	struct in_addr ia;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (c) {
-		case 'm': snprintf(O.mode, sizeof(O.mode), "%s", optarg); break;
-		case 's': snprintf(O.server, sizeof(O.server), "%s", optarg); break;
-		case 'S': if (inet_pton(AF_INET, optarg, &ia) != 1) return -1; O.server_ip = ia.s_addr; break;
-		case 'C': if (inet_pton(AF_INET, optarg, &ia) != 1) return -1; O.client_ip = ia.s_addr; break;
-		case 'p': O.port = (uint16_t)atoi(optarg); break;
-		case 'k': O.keys = (uint32_t)strtoul(optarg, NULL, 10); break;
-		case 'K': O.key_size = (unsigned)atoi(optarg); break;
-		case 'v': O.value_size = (unsigned)atoi(optarg); break;
-		case 'g': O.get_ratio = atof(optarg); break;
-		case 'M': O.multiget = (unsigned)atoi(optarg); break;
-		case 'z': O.zipf = atof(optarg); break;
-		case 'd': O.duration = atof(optarg); break;
-		case 'r': O.rate = atof(optarg); break;
-		case 'w': O.window = (unsigned)atoi(optarg); break;
-		case 'P': O.preload = true; break;
-		case 't': O.timeout_us = (unsigned)atoi(optarg); break;
-		case 'o': snprintf(O.out, sizeof(O.out), "%s", optarg); break;
-		case 'l': snprintf(O.label, sizeof(O.label), "%s", optarg); break;
-		case 'W': snprintf(O.pcap, sizeof(O.pcap), "%s", optarg); break;
-		case 'c': pcap_count = strtoul(optarg, NULL, 10); break;
-		default: return -1;
+		case 'm':
+			snprintf(O.mode, sizeof(O.mode), "%s", optarg);
+			break;
+		case 's':
+			snprintf(O.server, sizeof(O.server), "%s", optarg);
+			break;
+		case 'S':
+			if (inet_pton(AF_INET, optarg, &ia) != 1)
+				return -1;
+			O.server_ip = ia.s_addr;
+			break;
+		case 'C':
+			if (inet_pton(AF_INET, optarg, &ia) != 1)
+				return -1;
+			O.client_ip = ia.s_addr;
+			break;
+		case 'p':
+			O.port = (uint16_t)atoi(optarg);
+			break;
+		case 'k':
+			O.keys = (uint32_t)strtoul(optarg, NULL, 10);
+			break;
+		case 'K':
+			O.key_size = (unsigned)atoi(optarg);
+			break;
+		case 'v':
+			O.value_size = (unsigned)atoi(optarg);
+			break;
+		case 'g':
+			O.get_ratio = atof(optarg);
+			break;
+		case 'M':
+			O.multiget = (unsigned)atoi(optarg);
+			break;
+		case 'z':
+			O.zipf = atof(optarg);
+			break;
+		case 'd':
+			O.duration = atof(optarg);
+			break;
+		case 'r':
+			O.rate = atof(optarg);
+			break;
+		case 'w':
+			O.window = (unsigned)atoi(optarg);
+			break;
+		case 'P':
+			O.preload = true;
+			break;
+		case 't':
+			O.timeout_us = (unsigned)atoi(optarg);
+			break;
+		case 'o':
+			snprintf(O.out, sizeof(O.out), "%s", optarg);
+			break;
+		case 'l':
+			snprintf(O.label, sizeof(O.label), "%s", optarg);
+			break;
+		case 'W':
+			snprintf(O.pcap, sizeof(O.pcap), "%s", optarg);
+			break;
+		case 'c':
+			pcap_count = strtoul(optarg, NULL, 10);
+			break;
+		default:
+			return -1;
 		}
 	}
 	if (O.keys == 0 || O.window == 0 || O.window > IDS / 2 || O.value_size > 1300 ||
@@ -715,7 +770,8 @@ int main(int argc, char **argv)
 		if (!colon)
 			return 2;
 		*colon = 0;
-		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+		struct sockaddr_in sa = {.sin_family = AF_INET,
+		                         .sin_port = htons((uint16_t)atoi(colon + 1))};
 		if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
 			return 2;
 		ksock = socket(AF_INET, SOCK_DGRAM, 0);
@@ -730,13 +786,14 @@ int main(int argc, char **argv)
 		if (!rte_eth_dev_is_valid_port(0))
 			rte_exit(EXIT_FAILURE, "no DPDK port 0\n");
 		pool = rte_pktmbuf_pool_create("bench", 16383, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
-					       (int)rte_socket_id());
+		                               (int)rte_socket_id());
 		struct rte_eth_conf conf = {0};
 		uint16_t rxd = 1024, txd = 1024;
 		if (!pool || rte_eth_dev_configure(0, 1, 1, &conf) ||
 		    rte_eth_dev_adjust_nb_rx_tx_desc(0, &rxd, &txd) ||
 		    rte_eth_rx_queue_setup(0, 0, rxd, rte_socket_id(), NULL, pool) ||
-		    rte_eth_tx_queue_setup(0, 0, txd, rte_socket_id(), NULL) || rte_eth_dev_start(0))
+		    rte_eth_tx_queue_setup(0, 0, txd, rte_socket_id(), NULL) ||
+		    rte_eth_dev_start(0))
 			rte_exit(EXIT_FAILURE, "cannot start port 0\n");
 		rte_eth_promiscuous_enable(0);
 		rte_eth_macaddr_get(0, &my_mac);
@@ -763,11 +820,12 @@ int main(int argc, char **argv)
 	if (!kernel) {
 		struct rte_eth_stats es;
 		if (rte_eth_stats_get(0, &es) == 0)
-			printf("port 0: ipackets %lu opackets %lu imissed %lu ierrors %lu oerrors %lu "
-			       "rx_nombuf %lu\n",
-			       (unsigned long)es.ipackets, (unsigned long)es.opackets,
-			       (unsigned long)es.imissed, (unsigned long)es.ierrors,
-			       (unsigned long)es.oerrors, (unsigned long)es.rx_nombuf);
+			printf(
+			    "port 0: ipackets %lu opackets %lu imissed %lu ierrors %lu oerrors %lu "
+			    "rx_nombuf %lu\n",
+			    (unsigned long)es.ipackets, (unsigned long)es.opackets,
+			    (unsigned long)es.imissed, (unsigned long)es.ierrors,
+			    (unsigned long)es.oerrors, (unsigned long)es.rx_nombuf);
 		rte_eth_dev_stop(0);
 		rte_eal_cleanup();
 	}

@@ -118,15 +118,15 @@ int main(int argc, char **argv)
 	double alpha = argc > 3 ? atof(argv[3]) : 0.99;
 	const size_t vlen = 64;
 	zipf_init(keys, alpha);
-	printf("zipf alpha %.2f, %u keys, %u requests, 16-byte keys, %zu-byte values\n", alpha, keys,
-	       reqs, vlen);
+	printf("zipf alpha %.2f, %u keys, %u requests, 16-byte keys, %zu-byte values\n", alpha,
+	       keys, reqs, vlen);
 	printf("%-10s %-10s %-10s %-10s %s\n", "cache%", "items", "LRU", "CLOCK", "CLOCK-LRU");
 	static const double fracs[] = {0.01, 0.05, 0.10, 0.25, 0.50};
 	for (unsigned f = 0; f < sizeof(fracs) / sizeof(fracs[0]); f++) {
 		/* per item charge: header + key + value, as jemalloc rounds it */
 		size_t limit = (size_t)(keys * fracs[f] * 144);
-		struct sl_store_conf c = {.mem_limit = limit, .max_item_size = 1 << 20,
-					  .arena = SL_STORE_NEW_ARENA};
+		struct sl_store_conf c = {
+		    .mem_limit = limit, .max_item_size = 1 << 20, .arena = SL_STORE_NEW_ARENA};
 		struct sl_store *s = sl_store_create(&c);
 		char k[17], v[64];
 		memset(v, 'v', sizeof(v));
@@ -165,8 +165,8 @@ int main(int argc, char **argv)
 		double lru_hr = (double)lhits / reqs;
 		free(ln);
 		free(lmap);
-		printf("%-10.0f %-10u %-10.4f %-10.4f %+.4f\n", fracs[f] * 100, lcap, lru_hr, clock_hr,
-		       clock_hr - lru_hr);
+		printf("%-10.0f %-10u %-10.4f %-10.4f %+.4f\n", fracs[f] * 100, lcap, lru_hr,
+		       clock_hr, clock_hr - lru_hr);
 	}
 	return 0;
 }

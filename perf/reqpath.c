@@ -30,8 +30,8 @@ int main(int argc, char **argv)
 	node.nworkers = 1;
 	node.map = &map;
 	node.max_item = 1 << 20;
-	struct sl_store_conf sc = {.mem_limit = 64u << 20, .max_item_size = 1 << 20,
-				   .arena = SL_STORE_NEW_ARENA};
+	struct sl_store_conf sc = {
+	    .mem_limit = 64u << 20, .max_item_size = 1 << 20, .arena = SL_STORE_NEW_ARENA};
 	ex.store = sl_store_create(&sc);
 	ex.node = &node;
 	node.cores[0] = &ex;
@@ -49,7 +49,8 @@ int main(int argc, char **argv)
 		sl_conv_reset(&conv, reqs[k], lens[k], true);
 		sl_exec_run(&ex, &conv, 1700000000u, &to);
 		if (get)
-			lens[k] = (uint32_t)snprintf(reqs[k], sizeof(reqs[k]), "get key:%012d\r\n", k);
+			lens[k] =
+			    (uint32_t)snprintf(reqs[k], sizeof(reqs[k]), "get key:%012d\r\n", k);
 	}
 	size_t out = 0;
 	for (long i = 0; i < n; i++) {

@@ -46,65 +46,65 @@ int sl_buf_put(struct sl_buf *b, const void *p, size_t n);
 void sl_buf_release(struct sl_buf *b);
 
 /* Why a packet or request was dropped without a reply. */
-#define SL_DROP_REASONS(X)                                                                          \
-	X(not_ipv4)                                                                                 \
-	X(bad_ip)                                                                                   \
-	X(not_for_us)                                                                               \
-	X(bad_udp)                                                                                  \
-	X(udp_port)                                                                                 \
-	X(short_frame)                                                                              \
-	X(multi_datagram)                                                                           \
-	X(incomplete_request)                                                                       \
-	X(junk_request)                                                                             \
-	X(frag_failed)                                                                              \
-	X(handoff_full)                                                                             \
-	X(tx_full)                                                                                  \
-	X(no_mbuf)                                                                                  \
+#define SL_DROP_REASONS(X)                                                                         \
+	X(not_ipv4)                                                                                \
+	X(bad_ip)                                                                                  \
+	X(not_for_us)                                                                              \
+	X(bad_udp)                                                                                 \
+	X(udp_port)                                                                                \
+	X(short_frame)                                                                             \
+	X(multi_datagram)                                                                          \
+	X(incomplete_request)                                                                      \
+	X(junk_request)                                                                            \
+	X(frag_failed)                                                                             \
+	X(handoff_full)                                                                            \
+	X(tx_full)                                                                                 \
+	X(no_mbuf)                                                                                 \
 	X(other_proto)
 
 enum sl_drop {
 #define X(n) SL_DROP_##n,
 	SL_DROP_REASONS(X)
 #undef X
-	SL_DROP__COUNT
+	    SL_DROP__COUNT
 };
 
 extern const char *const sl_drop_names[SL_DROP__COUNT];
 
 /* Per-core counters: written by their core only, summed by readers. */
-#define SL_CORE_COUNTERS(X)                                                                         \
-	X(requests)                                                                                 \
-	X(cmd_get)                                                                                  \
-	X(cmd_set)                                                                                  \
-	X(cmd_flush)                                                                                \
-	X(cmd_touch)                                                                                \
-	X(cmd_meta)                                                                                 \
-	X(get_hits)                                                                                 \
-	X(get_misses)                                                                               \
-	X(get_expired)                                                                              \
-	X(get_flushed)                                                                              \
-	X(delete_misses)                                                                            \
-	X(delete_hits)                                                                              \
-	X(incr_misses)                                                                              \
-	X(incr_hits)                                                                                \
-	X(decr_misses)                                                                              \
-	X(decr_hits)                                                                                \
-	X(cas_misses)                                                                               \
-	X(cas_hits)                                                                                 \
-	X(cas_badval)                                                                               \
-	X(touch_hits)                                                                               \
-	X(touch_misses)                                                                             \
-	X(store_too_large)                                                                          \
-	X(store_no_memory)                                                                          \
-	X(bytes_read)                                                                               \
-	X(bytes_written)                                                                            \
-	X(rx_packets)                                                                               \
-	X(tx_packets)                                                                               \
-	X(handoffs_out)                                                                             \
-	X(handoffs_in)                                                                              \
-	X(arp_replies)                                                                              \
-	X(icmp_replies)                                                                             \
-	X(exception_pkts)                                                                           \
+#define SL_CORE_COUNTERS(X)                                                                        \
+	X(requests)                                                                                \
+	X(cmd_get)                                                                                 \
+	X(cmd_set)                                                                                 \
+	X(cmd_flush)                                                                               \
+	X(cmd_touch)                                                                               \
+	X(cmd_meta)                                                                                \
+	X(get_hits)                                                                                \
+	X(get_misses)                                                                              \
+	X(get_expired)                                                                             \
+	X(get_flushed)                                                                             \
+	X(delete_misses)                                                                           \
+	X(delete_hits)                                                                             \
+	X(incr_misses)                                                                             \
+	X(incr_hits)                                                                               \
+	X(decr_misses)                                                                             \
+	X(decr_hits)                                                                               \
+	X(cas_misses)                                                                              \
+	X(cas_hits)                                                                                \
+	X(cas_badval)                                                                              \
+	X(touch_hits)                                                                              \
+	X(touch_misses)                                                                            \
+	X(store_too_large)                                                                         \
+	X(store_no_memory)                                                                         \
+	X(bytes_read)                                                                              \
+	X(bytes_written)                                                                           \
+	X(rx_packets)                                                                              \
+	X(tx_packets)                                                                              \
+	X(handoffs_out)                                                                            \
+	X(handoffs_in)                                                                             \
+	X(arp_replies)                                                                             \
+	X(icmp_replies)                                                                            \
+	X(exception_pkts)                                                                          \
 	X(idle_sleeps)
 
 struct sl_core_stats {
@@ -121,8 +121,8 @@ struct sl_node {
 	unsigned nworkers;
 	struct sl_exec *cores[SL_MAX_WORKERS];
 	const struct sl_slot_map *map;
-	uint32_t started;      /* unix seconds */
-	size_t mem_limit;      /* whole node, bytes */
+	uint32_t started; /* unix seconds */
+	size_t mem_limit; /* whole node, bytes */
 	size_t max_item;
 	uint16_t udp_port;
 	uint16_t tcp_port;
@@ -143,15 +143,15 @@ struct sl_exec {
 struct sl_conv {
 	const char *in;
 	uint32_t in_len;
-	uint32_t off;         /* start of the request being run */
-	uint32_t key_pos;     /* get family: where the key list resumes */
-	uint32_t bcast_next;  /* flush_all / stats reset: next core to visit */
-	uint32_t hint_off;    /* hash hint: key offset within in, +1 (0 = none) */
+	uint32_t off;        /* start of the request being run */
+	uint32_t key_pos;    /* get family: where the key list resumes */
+	uint32_t bcast_next; /* flush_all / stats reset: next core to visit */
+	uint32_t hint_off;   /* hash hint: key offset within in, +1 (0 = none) */
 	uint64_t hint_hash;
-	uint32_t mark;        /* out.len when the current request started */
-	bool in_request;      /* a get/broadcast is part done */
-	bool close;           /* quit, or junk that ends a TCP connection */
-	bool udp;             /* datagram transport (no partial requests) */
+	uint32_t mark;   /* out.len when the current request started */
+	bool in_request; /* a get/broadcast is part done */
+	bool close;      /* quit, or junk that ends a TCP connection */
+	bool udp;        /* datagram transport (no partial requests) */
 	struct sl_buf out;
 };
 
@@ -169,7 +169,7 @@ void sl_conv_reset(struct sl_conv *c, const char *in, uint32_t len, bool udp);
  * Thread safety: only the owning core may call it with its sl_exec.
  */
 enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t now,
-				unsigned *to_core);
+                                unsigned *to_core);
 
 /** Sum of the per-core counters of a node (racy reads, by design). */
 void sl_node_sum(const struct sl_node *n, struct sl_core_stats *sum);

@@ -35,8 +35,8 @@ struct sl_frame {
 
 enum sl_frame_verdict {
 	SL_FRAME_OK = 0,
-	SL_FRAME_SHORT,     /* fewer than 8 bytes */
-	SL_FRAME_MULTI,     /* seq != 0 or count != 1: a multi-datagram request */
+	SL_FRAME_SHORT, /* fewer than 8 bytes */
+	SL_FRAME_MULTI, /* seq != 0 or count != 1: a multi-datagram request */
 };
 
 /** Decode the header at @p p (len bytes available). */

@@ -73,52 +73,52 @@ struct sl_tok {
 
 /** Values carried by meta flags (valid when the flag's bit is set). */
 struct sl_meta {
-	uint64_t seen;        /* SL_MF('x') bits */
-	int32_t ttl;          /* T */
-	int32_t vivify_ttl;   /* N */
-	int32_t recache_ttl;  /* R */
-	uint32_t client_flags;/* F */
-	uint64_t cas;         /* C */
-	uint64_t delta;       /* D (ma), default 1 */
-	uint64_t initial;     /* J (ma), default 0 */
-	char mode;            /* M */
-	struct sl_tok opaque; /* O..., the whole token */
+	uint64_t seen;         /* SL_MF('x') bits */
+	int32_t ttl;           /* T */
+	int32_t vivify_ttl;    /* N */
+	int32_t recache_ttl;   /* R */
+	uint32_t client_flags; /* F */
+	uint64_t cas;          /* C */
+	uint64_t delta;        /* D (ma), default 1 */
+	uint64_t initial;      /* J (ma), default 0 */
+	char mode;             /* M */
+	struct sl_tok opaque;  /* O..., the whole token */
 	/* return flags in line order, for composing the reply */
 	char ret[SL_META_MAX_TOKENS];
 	uint8_t nret;
 };
 
 struct sl_req {
-	uint8_t cmd;          /* enum sl_cmd */
-	bool noreply;         /* text "noreply" or meta q */
-	bool err_always;      /* error replies even under noreply (meta) */
-	bool too_large;       /* storage command whose item can never fit: reply
-				 r->err, and set/ms drop the old value */
-	const char *err;      /* SL_CMD_ERROR: reply line without CRLF */
-	uint32_t consumed;    /* bytes this request takes from the buffer */
-	uint64_t swallow;     /* error replies: bytes still to discard after those */
+	uint8_t cmd;       /* enum sl_cmd */
+	bool noreply;      /* text "noreply" or meta q */
+	bool err_always;   /* error replies even under noreply (meta) */
+	bool too_large;    /* storage command whose item can never fit: reply
+	                      r->err, and set/ms drop the old value */
+	const char *err;   /* SL_CMD_ERROR: reply line without CRLF */
+	uint32_t consumed; /* bytes this request takes from the buffer */
+	uint64_t swallow;  /* error replies: bytes still to discard after those */
 
-	struct sl_tok line;   /* the command line without CR LF */
-	struct sl_tok key;    /* single-key commands; decoded for meta b */
-	struct sl_tok keys;   /* get family: the key list, still tokenised lazily */
-	bool key_binary;      /* meta b: key was base64 */
+	struct sl_tok line; /* the command line without CR LF */
+	struct sl_tok key;  /* single-key commands; decoded for meta b */
+	struct sl_tok keys; /* get family: the key list, still tokenised lazily */
+	bool key_binary;    /* meta b: key was base64 */
 
-	uint32_t flags;       /* storage: client flags */
-	int32_t exptime;      /* storage, touch, gat, flush_all delay */
-	uint32_t vlen;        /* storage: data length without CRLF */
-	uint64_t cas;         /* cas unique */
-	uint64_t delta;       /* incr/decr */
+	uint32_t flags;  /* storage: client flags */
+	int32_t exptime; /* storage, touch, gat, flush_all delay */
+	uint32_t vlen;   /* storage: data length without CRLF */
+	uint64_t cas;    /* cas unique */
+	uint64_t delta;  /* incr/decr */
 	uint32_t verbosity;
-	const char *data;     /* storage: vlen bytes */
-	struct sl_tok args;   /* stats: arguments after "stats" */
+	const char *data;   /* storage: vlen bytes */
+	struct sl_tok args; /* stats: arguments after "stats" */
 
 	struct sl_meta meta;
 	char keybuf[SL_KEY_MAX + 1];
 };
 
 enum sl_parse_status {
-	SL_PARSE_OK = 1,    /* *r is filled; r->consumed bytes used */
-	SL_PARSE_MORE = 0,  /* the request is incomplete: read more */
+	SL_PARSE_OK = 1,   /* *r is filled; r->consumed bytes used */
+	SL_PARSE_MORE = 0, /* the request is incomplete: read more */
 };
 
 /**

@@ -60,7 +60,7 @@ struct sl_item {
 	uint32_t vlen;
 	uint8_t klen;
 	uint8_t bits;
-	uint8_t cls;      /* memcached size class, for per-class statistics */
+	uint8_t cls; /* memcached size class, for per-class statistics */
 	char data[]; /* key, then value */
 } __attribute__((packed, aligned(8)));
 
@@ -85,30 +85,30 @@ struct sl_store_conf {
 struct sl_store_stats {
 	uint64_t curr_items;
 	uint64_t total_items;
-	uint64_t bytes;        /* bytes charged for items */
+	uint64_t bytes; /* bytes charged for items */
 	uint64_t evictions;
 	uint64_t expired_unfetched;
 	uint64_t evicted_unfetched;
-	uint64_t reclaimed;    /* expired items freed */
-	uint64_t oom;          /* allocations refused */
+	uint64_t reclaimed; /* expired items freed */
+	uint64_t oom;       /* allocations refused */
 };
 
 /* Per size class counters, as memcached's "stats slabs" / "stats items". */
-#define SL_CLASS_COUNTERS(X)                                                                        \
-	X(number)                                                                                   \
-	X(mem_requested)                                                                            \
-	X(evicted)                                                                                  \
-	X(outofmemory)                                                                              \
-	X(reclaimed)                                                                                \
-	X(expired_unfetched)                                                                        \
-	X(evicted_unfetched)                                                                        \
-	X(get_hits)                                                                                 \
-	X(cmd_set)                                                                                  \
-	X(delete_hits)                                                                              \
-	X(incr_hits)                                                                                \
-	X(decr_hits)                                                                                \
-	X(cas_hits)                                                                                 \
-	X(cas_badval)                                                                               \
+#define SL_CLASS_COUNTERS(X)                                                                       \
+	X(number)                                                                                  \
+	X(mem_requested)                                                                           \
+	X(evicted)                                                                                 \
+	X(outofmemory)                                                                             \
+	X(reclaimed)                                                                               \
+	X(expired_unfetched)                                                                       \
+	X(evicted_unfetched)                                                                       \
+	X(get_hits)                                                                                \
+	X(cmd_set)                                                                                 \
+	X(delete_hits)                                                                             \
+	X(incr_hits)                                                                               \
+	X(decr_hits)                                                                               \
+	X(cas_hits)                                                                                \
+	X(cas_badval)                                                                              \
 	X(touch_hits)
 
 struct sl_class_stats {
@@ -133,7 +133,7 @@ void sl_store_destroy(struct sl_store *s);
  * @return the item or NULL. It stays valid until the next mutating call.
  */
 struct sl_item *sl_store_get(struct sl_store *s, uint64_t hash, const char *key, size_t klen,
-			     uint32_t now);
+                             uint32_t now);
 
 /**
  * Allocate an unlinked item with room for klen + vlen bytes, evicting as
@@ -142,7 +142,7 @@ struct sl_item *sl_store_get(struct sl_store *s, uint64_t hash, const char *key,
  *         is left to evict (ENOMEM).
  */
 struct sl_item *sl_store_alloc(struct sl_store *s, uint64_t hash, const char *key, size_t klen,
-			       size_t vlen);
+                               size_t vlen);
 
 /**
  * Keep @p it from being evicted by the following sl_store_alloc calls, until

@@ -28,8 +28,8 @@ static void setup(void)
 	node.max_item = MAXI;
 	node.mem_limit = 512 * 1024;
 	for (unsigned i = 0; i < 2; i++) {
-		struct sl_store_conf c = {.mem_limit = 256 * 1024, .max_item_size = MAXI,
-					  .arena = SL_STORE_NEW_ARENA};
+		struct sl_store_conf c = {
+		    .mem_limit = 256 * 1024, .max_item_size = MAXI, .arena = SL_STORE_NEW_ARENA};
 		cores[i].core = i;
 		cores[i].node = &node;
 		cores[i].store = sl_store_create(&c);

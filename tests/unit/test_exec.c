@@ -20,8 +20,9 @@ static void make(unsigned n)
 	node.max_item = 1024 * 1024;
 	node.mem_limit = 8u << 20;
 	for (unsigned i = 0; i < n; i++) {
-		struct sl_store_conf c = {.mem_limit = 2u << 20, .max_item_size = node.max_item,
-					  .arena = SL_STORE_NEW_ARENA};
+		struct sl_store_conf c = {.mem_limit = 2u << 20,
+		                          .max_item_size = node.max_item,
+		                          .arena = SL_STORE_NEW_ARENA};
 		memset(&cores[i], 0, sizeof(cores[i]));
 		cores[i].core = i;
 		cores[i].node = &node;

@@ -146,7 +146,7 @@ Test(proto, other_text_commands)
 	cr_assert_eq(P("delete k 0 noreply\r\n"), SL_PARSE_OK);
 	cr_assert(R.noreply);
 	assert_err("delete k 10\r\n",
-		   "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]");
+	           "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]");
 	cr_assert_eq(P("incr k 18446744073709551615\r\n"), SL_PARSE_OK);
 	cr_assert_eq(R.delta, UINT64_MAX);
 	assert_err("incr k -1\r\n", "CLIENT_ERROR invalid numeric delta argument");
@@ -225,7 +225,7 @@ Test(proto, meta)
 	assert_err("md foo !\r\n", "CLIENT_ERROR invalid or duplicate flag");
 	assert_err("ma foo MX\r\n", "CLIENT_ERROR invalid mode for ma M token");
 	assert_err("mg foo O123456789012345678901234567890123\r\n",
-		   "CLIENT_ERROR opaque token too long");
+	           "CLIENT_ERROR opaque token too long");
 	assert_err("mg\r\n", "ERROR");
 	assert_err("mz foo\r\n", "ERROR");
 	assert_err("ms foo\r\n", "CLIENT_ERROR bad command line format");

@@ -10,8 +10,8 @@ static struct sl_store *S;
 
 static void setup(void)
 {
-	struct sl_store_conf c = {.mem_limit = 1 << 20, .max_item_size = 1 << 20,
-				  .arena = SL_STORE_NEW_ARENA};
+	struct sl_store_conf c = {
+	    .mem_limit = 1 << 20, .max_item_size = 1 << 20, .arena = SL_STORE_NEW_ARENA};
 	S = sl_store_create(&c);
 	cr_assert_not_null(S);
 }
@@ -126,7 +126,8 @@ Test(store, too_large_and_pin)
 	char k[32];
 	for (int i = 0; i < 3000; i++) {
 		snprintf(k, sizeof(k), "f%d", i);
-		struct sl_item *it = sl_store_alloc(S, sl_key_hash(k, strlen(k)), k, strlen(k), 900);
+		struct sl_item *it =
+		    sl_store_alloc(S, sl_key_hash(k, strlen(k)), k, strlen(k), 900);
 		if (it)
 			sl_store_link(S, it, NULL);
 	}
