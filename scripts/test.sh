@@ -95,5 +95,5 @@ step e2e e2e
 
 echo
 [[ $failed -eq 0 ]] || echo "failed steps: ${failed_names[*]}"
-echo "test steps: $passed passed, $failed failed"
+echo "steps: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]
