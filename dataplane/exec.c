@@ -127,8 +127,7 @@ static bool is_mine(struct sl_exec *ex, struct sl_conv *c, struct sl_tok k, uint
 	/* keys that live outside the input (a decoded base64 key) are hashed
 	 * again by the owner: rare, and cheaper than carrying the bytes */
 	if (k.p >= c->in && k.p < c->in + c->in_len) {
-		c->hint_off = (uint32_t)(k.p - c->in) + 1;
-		c->hint_hash = h;
+		sl_conv_hint(c, (uint32_t)(k.p - c->in), h);
 	}
 	*to = o;
 	return false;
@@ -224,7 +223,7 @@ static enum store_res do_store(struct sl_exec *ex, const struct store_args *a, u
 	bool concat = a->mode == SL_CMD_APPEND || a->mode == SL_CMD_PREPEND;
 	size_t vlen = a->vlen + (concat ? old->vlen : 0);
 	sl_store_pin(s, old);
-	struct sl_item *it = sl_store_alloc(s, a->hash, a->key.p, a->key.len, vlen);
+	struct sl_item *it = sl_store_alloc(s, a->hash, a->key.p, a->key.len, vlen, now);
 	sl_store_pin(s, NULL);
 	if (!it) {
 		bool big = errno == E2BIG;
@@ -246,7 +245,6 @@ static enum store_res do_store(struct sl_exec *ex, const struct store_args *a, u
 	}
 	it->flags = concat ? old->flags : a->flags;
 	it->exptime = concat ? old->exptime : a->exptime;
-	it->atime = now;
 	if (a->binkey)
 		it->bits |= SL_IT_BINKEY;
 	if (cr == CAS_STALE) {
@@ -295,14 +293,13 @@ static enum delta_res do_delta(struct sl_exec *ex, struct sl_tok key, uint64_t h
 		return D_OK;
 	}
 	sl_store_pin(s, it);
-	struct sl_item *ni = sl_store_alloc(s, h, key.p, key.len, (size_t)n);
+	struct sl_item *ni = sl_store_alloc(s, h, key.p, key.len, (size_t)n, now);
 	sl_store_pin(s, NULL);
 	if (!ni)
 		return D_NO_MEM;
 	memcpy(sl_item_value(ni), buf, (size_t)n);
 	ni->flags = it->flags;
 	ni->exptime = it->exptime;
-	ni->atime = now;
 	ni->bits = it->bits & (SL_IT_BINKEY | SL_IT_FETCHED);
 	sl_store_link(s, ni, it);
 	*out = ni;
@@ -520,9 +517,8 @@ static void meta_get(struct sl_exec *ex, struct sl_conv *c, const struct sl_req 
 
 	ex->st.cmd_meta++;
 	if (!it && (m->seen & SL_MF('N'))) {
-		it = sl_store_alloc(ex->store, h, r->key.p, r->key.len, 0);
+		it = sl_store_alloc(ex->store, h, r->key.p, r->key.len, 0, now);
 		if (it) {
-			it->atime = now;
 			if (r->key_binary)
 				it->bits |= SL_IT_BINKEY;
 			sl_store_link(ex->store, it, NULL);
@@ -762,13 +758,12 @@ static void meta_arith(struct sl_exec *ex, struct sl_conv *c, const struct sl_re
 			break;
 		}
 		snprintf(buf, sizeof(buf), "%" PRIu64, m->initial);
-		it = sl_store_alloc(ex->store, h, r->key.p, r->key.len, strlen(buf));
+		it = sl_store_alloc(ex->store, h, r->key.p, r->key.len, strlen(buf), now);
 		if (!it) {
 			put_line(o, "SERVER_ERROR Out of memory allocating new item");
 			return;
 		}
 		memcpy(sl_item_value(it), buf, strlen(buf));
-		it->atime = now;
 		if (r->key_binary)
 			it->bits |= SL_IT_BINKEY;
 		sl_store_link(ex->store, it, NULL);
@@ -843,17 +838,22 @@ static void meta_debug(struct sl_exec *ex, struct sl_conv *c, const struct sl_re
 
 /* ---- stats --------------------------------------------------------------- */
 
+static void add_stats(struct sl_core_stats *sum, const volatile struct sl_core_stats *s)
+{
+#define X(f) sum->f += s->f;
+	SL_CORE_COUNTERS(X)
+#undef X
+	for (int d = 0; d < SL_DROP__COUNT; d++)
+		sum->drops[d] += s->drops[d];
+}
+
 void sl_node_sum(const struct sl_node *n, struct sl_core_stats *sum)
 {
 	memset(sum, 0, sizeof(*sum));
-	for (unsigned i = 0; i < n->nworkers; i++) {
-		const volatile struct sl_core_stats *s = &n->cores[i]->st;
-#define X(f) sum->f += s->f;
-		SL_CORE_COUNTERS(X)
-#undef X
-		for (int d = 0; d < SL_DROP__COUNT; d++)
-			sum->drops[d] += s->drops[d];
-	}
+	for (unsigned i = 0; i < n->nworkers; i++)
+		add_stats(sum, &n->cores[i]->st);
+	if (n->main_st)
+		add_stats(sum, n->main_st);
 }
 
 static void stat_u(struct sl_buf *o, const char *name, uint64_t v)

@@ -384,6 +384,7 @@ int main(int argc, char **argv)
 	sl_slot_map_init(&a->map, W);
 	a->node.nworkers = W;
 	a->node.map = &a->map;
+	a->node.main_st = &a->main_st;
 	a->node.started = sl_now();
 	a->node.mem_limit = c->mem_mib << 20;
 	a->node.max_item = c->max_item;

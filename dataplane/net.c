@@ -126,7 +126,7 @@ static void handle_icmp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *
 }
 
 static void handle_udp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m,
-                       struct rte_ipv4_hdr *ip, uint16_t ihl)
+		       struct rte_ipv4_hdr *ip, uint16_t ihl, uint64_t key_hash)
 {
 	uint16_t tot = rte_be_to_cpu_16(ip->total_length);
 	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)((uint8_t *)ip + ihl);
@@ -189,10 +189,13 @@ static void handle_udp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m
 			memcpy(msg->heap_in, src, len);
 	}
 	sl_conv_reset(&msg->conv, in, len, true);
+	if (key_hash)
+		sl_conv_hint(&msg->conv, SL_PEEK_KEY_OFF, key_hash);
 	sl_msg_run(a, w, msg);
 }
 
-int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uint64_t tsc)
+int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uint64_t tsc,
+		  uint64_t key_hash)
 {
 	w->ex.st.rx_packets++;
 	if (m->data_len < sizeof(struct rte_ether_hdr)) {
@@ -255,7 +258,7 @@ int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uin
 			rte_pktmbuf_free(m);
 			return 0;
 		}
-		handle_udp(a, w, m, ip, ihl);
+		handle_udp(a, w, m, ip, ihl, key_hash);
 		break;
 	case IPPROTO_ICMP:
 		handle_icmp(a, w, m, ip, ihl);

@@ -8,7 +8,6 @@
  * store. The data-path caller then only ever sees well-formed requests or a
  * ready error string.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>

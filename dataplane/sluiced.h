@@ -103,8 +103,11 @@ struct sl_app {
 
 extern struct sl_app *sl_app;
 
-/* net.c: packets */
-int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uint64_t tsc);
+/* net.c: packets. @p key_hash: hash of the first key of a "get", found by
+ * the burst pre-pass (key at SL_PEEK_KEY_OFF of the request), or 0. */
+#define SL_PEEK_KEY_OFF 4 /* after "get " */
+int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uint64_t tsc,
+		  uint64_t key_hash);
 void sl_net_send_reply(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg);
 void sl_worker_tx(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m);
 void sl_worker_tx_flush(struct sl_app *a, struct sl_worker *w);

@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <jemalloc/jemalloc.h>
 
@@ -306,13 +305,11 @@ static bool evict_one(struct sl_store *s, uint32_t now)
 	return false;
 }
 
-static uint32_t wallclock(void);
 
 /* Evict until @p charge more bytes fit under the limit. Each eviction is
  * bounded (CLOCK_SCAN_MAX), and each frees at least one item. */
-static bool make_room(struct sl_store *s, size_t charge)
+static bool make_room(struct sl_store *s, size_t charge, uint32_t now)
 {
-	uint32_t now = wallclock();
 	while (s->st.bytes + charge > s->limit)
 		if (!evict_one(s, now))
 			return false;
@@ -320,7 +317,7 @@ static bool make_room(struct sl_store *s, size_t charge)
 }
 
 struct sl_item *sl_store_alloc(struct sl_store *s, uint64_t hash, const char *key, size_t klen,
-                               size_t vlen)
+                               size_t vlen, uint32_t now)
 {
 	size_t sz = sizeof(struct sl_item) + klen + vlen;
 	if (klen > SL_KEY_MAX || sz + 2 > s->max_item) {
@@ -330,7 +327,7 @@ struct sl_item *sl_store_alloc(struct sl_store *s, uint64_t hash, const char *ke
 	size_t charge = nallocx(sz, s->mflags);
 	unsigned cls = sl_class_of(sl_mc_ntotal(klen, vlen));
 	struct sl_item *it = NULL;
-	if (charge <= s->limit && make_room(s, charge))
+	if (charge <= s->limit && make_room(s, charge, now))
 		it = mallocx(sz, s->mflags);
 	if (!it) {
 		s->st.oom++;
@@ -344,6 +341,7 @@ struct sl_item *sl_store_alloc(struct sl_store *s, uint64_t hash, const char *ke
 	it->klen = (uint8_t)klen;
 	it->vlen = (uint32_t)vlen;
 	it->cls = (uint8_t)cls;
+	it->atime = now;
 	memcpy(it->data, key, klen);
 	return it;
 }
@@ -367,7 +365,7 @@ static bool index_insert(struct sl_store *s, struct sl_item *it)
 	/* Make room for the overflow bucket first; evicting may free an entry
 	 * in this very chain, in which case no bucket is needed after all. */
 	size_t charge = nallocx(sizeof(struct bucket), s->mflags);
-	if (!make_room(s, charge))
+	if (!make_room(s, charge, it->atime)) /* set to now by sl_store_alloc */
 		return false;
 	for (bk = bucket_of(s, it->hash); bk; last = bk, bk = bk->next)
 		for (int i = 0; i < BUCKET_WAYS; i++)
@@ -487,11 +485,4 @@ size_t sl_store_limit(const struct sl_store *s)
 size_t sl_store_index_bytes(const struct sl_store *s)
 {
 	return (s->mask + 1) * sizeof(struct bucket);
-}
-
-static uint32_t wallclock(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-	return (uint32_t)ts.tv_sec;
 }

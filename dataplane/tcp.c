@@ -219,6 +219,11 @@ static bool flush_out(struct conn *c, unsigned idx)
 	return true;
 }
 
+static size_t rbuf_high(const struct sl_app *a)
+{
+	return a->cfg.max_item + 2 * READ_CHUNK;
+}
+
 /* Ship the complete requests at the head of rbuf to a worker. */
 static void pump(struct sl_app *a, struct conn *c, unsigned idx)
 {
@@ -237,9 +242,9 @@ static void pump(struct sl_app *a, struct conn *c, unsigned idx)
 			break;
 	}
 	if (off == 0) {
-		/* an incomplete request can only grow so far; after EOF it
-		 * never completes */
-		if (c->eof || c->rbuf.len > a->cfg.max_item + 65536) {
+		/* an incomplete request can only grow to one largest request
+		 * (the most we read ahead); after EOF it never completes */
+		if (c->eof || c->rbuf.len >= rbuf_high(a)) {
 			c->closing = true;
 			if (c->wbuf.len == 0)
 				conn_free(a, c);
@@ -288,10 +293,6 @@ static void pump(struct sl_app *a, struct conn *c, unsigned idx)
  * pipelines without reading replies is slowed by TCP flow control instead
  * of growing our memory without bound.
  */
-static size_t rbuf_high(const struct sl_app *a)
-{
-	return a->cfg.max_item + 2 * READ_CHUNK;
-}
 
 static void set_paused(struct conn *c, unsigned idx, bool paused)
 {

@@ -20,9 +20,10 @@
 #include "sluiced.h"
 
 /*
- * Hash of the first key of a plain "get"/"gets" datagram to our UDP port,
- * or 0: just enough parsing to prefetch its bucket and item before the
- * burst is processed (the real parse happens later, as for any request).
+ * Hash of the first key of a plain "get" datagram to our UDP port, or 0:
+ * just enough parsing to prefetch its bucket and item before the burst is
+ * processed (the real parse happens later, as for any request; the hash is
+ * handed to it, the key starting SL_PEEK_KEY_OFF bytes into the request).
  */
 static uint64_t peek_get_hash(const struct sl_app *a, struct rte_mbuf *m)
 {
@@ -38,9 +39,9 @@ static uint64_t peek_get_hash(const struct sl_app *a, struct rte_mbuf *m)
 		return 0;
 	const char *p = rte_pktmbuf_mtod_offset(m, const char *, hdr);
 	size_t len = m->data_len - hdr;
-	if (memcmp(p, "get ", 4) != 0)
+	if (memcmp(p, "get ", SL_PEEK_KEY_OFF) != 0)
 		return 0;
-	const char *k = p + 4, *end = p + len;
+	const char *k = p + SL_PEEK_KEY_OFF, *end = p + len;
 	const char *e = k;
 	while (e < end && *e != ' ' && *e != '\r' && *e != '\n')
 		e++;
@@ -142,24 +143,23 @@ int sl_worker_main(void *arg)
 		unsigned work = 0;
 		w->now = sl_now(); /* one clock read per iteration, not per request */
 		uint16_t n = rte_eth_rx_burst(a->cfg.port, (uint16_t)w->idx, pkts, SL_BURST);
+		/* overlap the index and item misses of the whole burst; the
+		 * hashes computed for it go with the requests (hashed once) */
+		uint64_t h[SL_BURST] = {0};
 		if (n > 1) {
-			/* overlap the index and item misses of the whole burst */
-			uint64_t h[SL_BURST];
 			for (uint16_t i = 0; i < n; i++) {
 				h[i] = peek_get_hash(a, pkts[i]);
 				if (h[i] && sl_slot_owner(&a->map, h[i]) == w->idx)
 					sl_store_prefetch_bucket(w->ex.store, h[i]);
-				else
-					h[i] = 0;
 			}
 			for (uint16_t i = 0; i < n; i++)
-				if (h[i])
+				if (h[i] && sl_slot_owner(&a->map, h[i]) == w->idx)
 					sl_store_prefetch_items(w->ex.store, h[i]);
 		}
 		for (uint16_t i = 0; i < n; i++) {
 			if (i + 1 < n)
 				rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void *));
-			sl_net_handle(a, w, pkts[i], tsc);
+			sl_net_handle(a, w, pkts[i], tsc, h[i]);
 		}
 		work += n;
 		for (unsigned src = 0; src < nsrc; src++) {

@@ -40,6 +40,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rng.h"
+
 #include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_ethdev.h>
@@ -98,10 +100,7 @@ static uint64_t rs = 0x9E3779B97F4A7C15ull;
 
 static inline uint64_t rnd(void)
 {
-	rs ^= rs << 13;
-	rs ^= rs >> 7;
-	rs ^= rs << 17;
-	return rs;
+	return perf_xorshift(&rs);
 }
 
 static void zipf_init(void)
@@ -284,6 +283,15 @@ static void on_reply(const uint8_t *f, size_t len, uint64_t now, bool measure)
 
 /* ---- DPDK mode ---------------------------------------------------------- */
 
+/* memcached's UDP frame header of a request: id, seq 0 of 1 */
+static void put_frame(uint8_t *fr, uint16_t id)
+{
+	fr[0] = (uint8_t)(id >> 8);
+	fr[1] = (uint8_t)id;
+	fr[2] = fr[3] = fr[4] = fr[6] = fr[7] = 0;
+	fr[5] = 1;
+}
+
 static struct rte_mempool *pool;
 static struct rte_ether_addr my_mac;
 static const struct rte_ether_addr bcast = {{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
@@ -296,11 +304,7 @@ static size_t fill_frame(uint8_t *p, bool set, uint32_t k, uint16_t id)
 	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
 	uint8_t *fr = (uint8_t *)(udp + 1);
 	int n = make_request((char *)fr + FRAME, set, k);
-	fr[0] = (uint8_t)(id >> 8);
-	fr[1] = (uint8_t)id;
-	fr[2] = fr[3] = fr[6] = fr[7] = 0;
-	fr[4] = 0;
-	fr[5] = 1;
+	put_frame(fr, id);
 	/* point to point: the server answers the source MAC, so broadcast is
 	 * enough as destination and no ARP exchange is needed */
 	eth->dst_addr = bcast;
@@ -388,33 +392,52 @@ static void dpdk_rx(uint64_t now, bool measure)
 	}
 }
 
-/* Send up to @p max requests now; returns how many. */
-static unsigned dpdk_send(unsigned max, bool preload, uint32_t *pk)
+/* The requests of one burst: what to send and the id each one got. */
+struct pick {
+	bool set;
+	uint32_t k;
+	uint16_t id;
+};
+
+/* Choose up to @p max (<= BURST) requests and take an id for each. */
+static unsigned pick_burst(unsigned max, bool preload, uint32_t *pk, struct pick *p)
 {
-	struct rte_mbuf *tx[BURST];
 	unsigned n = 0;
 	uint64_t now = rte_rdtsc();
 	while (n < max && n < BURST) {
-		bool set;
-		uint32_t k;
-		if (!next_request(preload, pk, &set, &k))
+		if (!next_request(preload, pk, &p[n].set, &p[n].k))
 			break;
 		int id = take_id(now);
 		if (id < 0)
 			break;
-		tx[n] = build_pkt(set, k, (uint16_t)id);
-		if (!tx[n]) {
-			inflight[id].t0 = 0;
-			outstanding--;
+		p[n++].id = (uint16_t)id;
+	}
+	return n;
+}
+
+/* An id whose request never left: give it back. */
+static void release_id(uint16_t id)
+{
+	inflight[id].t0 = 0;
+	outstanding--;
+}
+
+/* Send up to @p max requests now; returns how many. */
+static unsigned dpdk_send(unsigned max, bool preload, uint32_t *pk)
+{
+	struct rte_mbuf *tx[BURST];
+	struct pick p[BURST];
+	unsigned n = pick_burst(max, preload, pk, p), built = 0;
+	for (; built < n; built++) {
+		tx[built] = build_pkt(p[built].set, p[built].k, p[built].id);
+		if (!tx[built])
 			break;
-		}
-		n++;
 	}
-	uint16_t s = rte_eth_tx_burst(0, 0, tx, (uint16_t)n);
-	for (unsigned i = s; i < n; i++) {
+	uint16_t s = rte_eth_tx_burst(0, 0, tx, (uint16_t)built);
+	for (unsigned i = s; i < built; i++)
 		rte_pktmbuf_free(tx[i]);
-		outstanding--; /* never left: give the id back */
-	}
+	for (unsigned i = s; i < n; i++)
+		release_id(p[i].id); /* never left */
 	sent += s;
 	return s;
 }
@@ -484,32 +507,21 @@ static unsigned kernel_send(unsigned max, bool preload, uint32_t *pk)
 	struct mmsghdr msgs[BURST];
 	struct iovec iov[BURST];
 	static char bufs[BURST][2048];
-	unsigned n = 0;
-	uint64_t now = rte_rdtsc();
-	while (n < max && n < BURST) {
-		bool set;
-		uint32_t k;
-		if (!next_request(preload, pk, &set, &k))
-			break;
-		int id = take_id(now);
-		if (id < 0)
-			break;
-		uint8_t *fr = (uint8_t *)bufs[n];
-		fr[0] = (uint8_t)(id >> 8);
-		fr[1] = (uint8_t)id;
-		fr[2] = fr[3] = fr[4] = fr[6] = fr[7] = 0;
-		fr[5] = 1;
-		iov[n].iov_base = bufs[n];
-		iov[n].iov_len = (size_t)(FRAME + make_request(bufs[n] + FRAME, set, k));
-		memset(&msgs[n].msg_hdr, 0, sizeof(msgs[n].msg_hdr));
-		msgs[n].msg_hdr.msg_iov = &iov[n];
-		msgs[n].msg_hdr.msg_iovlen = 1;
-		n++;
+	struct pick p[BURST];
+	unsigned n = pick_burst(max, preload, pk, p);
+	for (unsigned i = 0; i < n; i++) {
+		put_frame((uint8_t *)bufs[i], p[i].id);
+		iov[i].iov_base = bufs[i];
+		iov[i].iov_len = (size_t)(FRAME + make_request(bufs[i] + FRAME, p[i].set, p[i].k));
+		memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
+		msgs[i].msg_hdr.msg_iov = &iov[i];
+		msgs[i].msg_hdr.msg_iovlen = 1;
 	}
 	int s = n ? sendmmsg(ksock, msgs, n, 0) : 0;
 	if (s < 0)
 		s = 0;
-	/* ids of datagrams that were not sent stay in flight and time out */
+	for (unsigned i = (unsigned)s; i < n; i++)
+		release_id(p[i].id); /* never left */
 	sent += (unsigned)s;
 	return (unsigned)s;
 }

@@ -13,16 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rng.h"
 #include "sluice/slot.h"
 #include "sluice/store.h"
 
 static uint64_t rng = 88172645463325252ull;
 static inline uint64_t xorshift(void)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
+	return perf_xorshift(&rng);
 }
 
 static double *cdf;
@@ -142,10 +140,9 @@ int main(int argc, char **argv)
 				hits++;
 				continue;
 			}
-			it = sl_store_alloc(s, h, k, 16, vlen);
+			it = sl_store_alloc(s, h, k, 16, vlen, 1000);
 			if (it) {
 				memcpy(sl_item_value(it), v, vlen);
-				it->atime = 1000;
 				sl_store_link(s, it, NULL);
 			}
 		}

@@ -127,6 +127,9 @@ struct sl_node {
 	uint16_t udp_port;
 	uint16_t tcp_port;
 	uint32_t verbosity;
+	/* counters of the main lcore (TCP front end, exception path), summed
+	 * with the workers' */
+	const struct sl_core_stats *main_st;
 	/* connection counters of the TCP front end (written by it alone) */
 	uint64_t curr_connections;
 	uint64_t total_connections;
@@ -162,6 +165,14 @@ enum sl_exec_status {
 
 /** Reset a conversation for new input (keeps the reply buffer's memory). */
 void sl_conv_reset(struct sl_conv *c, const char *in, uint32_t len, bool udp);
+
+/** The key at byte @p key_off of the input has hash @p hash (computed
+ *  earlier, e.g. to prefetch): the executor uses it instead of hashing. */
+static inline void sl_conv_hint(struct sl_conv *c, uint32_t key_off, uint64_t hash)
+{
+	c->hint_off = key_off + 1;
+	c->hint_hash = hash;
+}
 
 /**
  * Run @p c on @p ex's core until it is done or needs another core.

@@ -137,12 +137,14 @@ struct sl_item *sl_store_get(struct sl_store *s, uint64_t hash, const char *key,
 
 /**
  * Allocate an unlinked item with room for klen + vlen bytes, evicting as
- * needed. The key is copied in; the caller fills the value and links it.
+ * needed (dead items first, judged at @p now, which also becomes the item's
+ * access time). The key is copied in; the caller fills the value and links
+ * it.
  * @return the item, or NULL when it can never fit (errno E2BIG) or nothing
  *         is left to evict (ENOMEM).
  */
 struct sl_item *sl_store_alloc(struct sl_store *s, uint64_t hash, const char *key, size_t klen,
-                               size_t vlen);
+                               size_t vlen, uint32_t now);
 
 /**
  * Keep @p it from being evicted by the following sl_store_alloc calls, until
