@@ -137,7 +137,7 @@ static bool is_mine(struct sl_exec *ex, struct sl_conv *c, struct sl_tok k, uint
 
 static struct sl_class_stats *cls_of(struct sl_exec *ex, const struct sl_item *it)
 {
-	return sl_store_class(ex->store, it->cls);
+	return sl_store_class(ex->store, sl_item_class(it));
 }
 
 static struct sl_class_stats *cls_for(struct sl_exec *ex, size_t klen, size_t vlen)
@@ -230,7 +230,7 @@ static enum store_res do_store(struct sl_exec *ex, const struct store_args *a, u
 		/* memcached drops the old value of a failed set rather than
 		 * leave stale data behind */
 		if (a->mode == SL_CMD_SET && old)
-			sl_store_unlink(s, old);
+			sl_store_unlink(s, old, a->hash);
 		return big ? ST_TOO_LARGE : ST_NO_MEM;
 	}
 	char *v = sl_item_value(it);
@@ -251,7 +251,7 @@ static enum store_res do_store(struct sl_exec *ex, const struct store_args *a, u
 		it->exptime = old->exptime;
 		it->bits |= SL_IT_STALE | (old->bits & SL_IT_TOKEN);
 	}
-	sl_store_link(s, it, old);
+	sl_store_link(s, it, old, a->hash);
 	*cas_out = it->cas;
 	return ST_STORED;
 }
@@ -301,7 +301,7 @@ static enum delta_res do_delta(struct sl_exec *ex, struct sl_tok key, uint64_t h
 	ni->flags = it->flags;
 	ni->exptime = it->exptime;
 	ni->bits = it->bits & (SL_IT_BINKEY | SL_IT_FETCHED);
-	sl_store_link(s, ni, it);
+	sl_store_link(s, ni, it, h);
 	*out = ni;
 	return D_OK;
 }
@@ -521,7 +521,7 @@ static void meta_get(struct sl_exec *ex, struct sl_conv *c, const struct sl_req 
 		if (it) {
 			if (r->key_binary)
 				it->bits |= SL_IT_BINKEY;
-			sl_store_link(ex->store, it, NULL);
+			sl_store_link(ex->store, it, NULL, h);
 			created = true;
 		}
 	}
@@ -711,7 +711,7 @@ static void meta_delete(struct sl_exec *ex, struct sl_conv *c, const struct sl_r
 		code = "HD";
 	} else {
 		cls_of(ex, it)->delete_hits++;
-		sl_store_unlink(ex->store, it);
+		sl_store_unlink(ex->store, it, h);
 		ex->st.delete_hits++;
 		code = "HD";
 	}
@@ -766,7 +766,7 @@ static void meta_arith(struct sl_exec *ex, struct sl_conv *c, const struct sl_re
 		memcpy(sl_item_value(it), buf, strlen(buf));
 		if (r->key_binary)
 			it->bits |= SL_IT_BINKEY;
-		sl_store_link(ex->store, it, NULL);
+		sl_store_link(ex->store, it, NULL, h);
 		created = true;
 		break;
 	}
@@ -1125,7 +1125,7 @@ static void run_keyed(struct sl_exec *ex, struct sl_conv *c, const struct sl_req
 		if (r->cmd == SL_CMD_SET || r->cmd == SL_CMD_MS) {
 			it = sl_store_get(ex->store, h, r->key.p, r->key.len, now);
 			if (it)
-				sl_store_unlink(ex->store, it);
+				sl_store_unlink(ex->store, it, h);
 		}
 		reply(c, r, r->err);
 		return;
@@ -1143,7 +1143,7 @@ static void run_keyed(struct sl_exec *ex, struct sl_conv *c, const struct sl_req
 		it = sl_store_get(ex->store, h, r->key.p, r->key.len, now);
 		if (it) {
 			cls_of(ex, it)->delete_hits++;
-			sl_store_unlink(ex->store, it);
+			sl_store_unlink(ex->store, it, h);
 			ex->st.delete_hits++;
 			reply(c, r, "DELETED");
 		} else {

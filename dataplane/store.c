@@ -1,11 +1,12 @@
 /*
- * Per-core store: index, CLOCK eviction, memory accounting.
- * The layout and the choice of CLOCK are explained in include/sluice/store.h.
+ * Per-core store: index (linear hashing), CLOCK eviction over the index,
+ * memory accounting. The layout and the choices are explained in
+ * include/sluice/store.h.
  *
- * Memory accounting is exact with respect to the allocator: every item and
- * overflow bucket is charged nallocx() bytes, the size jemalloc really
- * reserves for it, so the sum can be held under the limit. The bucket array
- * itself is sized from the limit at creation and documented as overhead.
+ * Memory accounting is exact with respect to the allocator: every item is
+ * charged nallocx() bytes, the size jemalloc really reserves for it, so the
+ * sum can be held under the limit. The index is counted apart (hash_bytes),
+ * as memcached counts its hash table apart from -m.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -14,33 +15,59 @@
 #include <jemalloc/jemalloc.h>
 
 #include "sluice/proto.h"
+#include "sluice/slot.h"
 #include "sluice/store.h"
 
-#define BUCKET_WAYS 7
+#define WAYS 8
 #define TAG_SHIFT 48
 #define PTR_MASK ((UINT64_C(1) << TAG_SHIFT) - 1)
+#define LINK_BIT UINT64_C(1) /* entry 7 links to an overflow bucket */
 #define REALTIME_MAXDELTA (60 * 60 * 24 * 30)
 
-/* Overflow buckets and items are both charged; an eviction scan looks at a
- * bounded number of items so that one allocation never stalls the core. */
+/* Split a bucket once there are more than LOAD items per bucket: 6 of 8
+ * entries keeps overflow buckets to about one bucket in five (measured by
+ * simulation: ~13 bytes of index per item in all, overflow included). */
+#define LOAD 6
+#define SEG_SHIFT 10
+#define SEG_BUCKETS (1u << SEG_SHIFT)
+#define HASH_SHIFT 14 /* bits below are the slot, the same for many keys */
+
+/* An eviction looks at a bounded number of items, so one allocation never
+ * stalls the core; past that it takes the next item whatever its bit. */
 #define CLOCK_SCAN_MAX 4096
 
 struct bucket {
-	uint64_t e[BUCKET_WAYS];
-	struct bucket *next;
+	uint64_t e[WAYS];
+};
+
+/* A place in the index: entry k of bucket a's chain (the chain's entries
+ * counted in order, links not counted). The clock hand and the sweep each
+ * keep one; a split may shuffle a chain under them, which only means a few
+ * entries are looked at twice or once less in that turn. */
+struct pos {
+	uint64_t a;
+	unsigned k;
 };
 
 struct sl_store {
-	struct bucket *buckets;
-	uint64_t mask;
+	struct bucket **seg; /* directory of segments */
+	size_t nseg, seg_cap;
+	uint64_t low_mask; /* 2^L - 1: buckets at the start of this round - 1 */
+	uint64_t split;    /* buckets split in this round */
+	uint64_t nbuckets; /* low_mask + 1 + split */
+	struct bucket *spare; /* overflow buckets not in a chain, for reuse */
+	size_t nspare;
+	size_t noverflow;   /* overflow buckets allocated (in use or spare) */
+	uint64_t *scratch;  /* a chain's entries during a split */
+	size_t scratch_cap;
 	size_t limit;
 	size_t max_item;
 	unsigned arena;
 	unsigned tcache;
 	int mflags;
-	struct sl_item *hand;  /* CLOCK hand; NULL when empty */
-	struct sl_item *pin;   /* never evicted (the item a command is reading) */
-	struct sl_item *sweep; /* next item the expiry sweep looks at */
+	struct pos hand;
+	struct pos sweep;
+	struct sl_item *pin; /* never evicted (the item a command is reading) */
 	uint64_t cas;
 	uint32_t oldest_live;
 	uint64_t oldest_cas;
@@ -49,17 +76,17 @@ struct sl_store {
 };
 
 _Static_assert(sizeof(struct bucket) == 64, "bucket is one cache line");
-_Static_assert(sizeof(struct sl_item) == SL_ITEM_OVERHEAD, "item header size");
+_Static_assert(sizeof(struct sl_item) == 26, "item header size");
 
 static inline uint16_t tag_of(uint64_t h)
 {
-	uint16_t t = (uint16_t)(h >> 48);
+	uint16_t t = (uint16_t)(h >> TAG_SHIFT);
 	return t ? t : 1; /* tag 0 would read as an empty entry */
 }
 
-static inline uint64_t entry_of(uint16_t tag, const struct sl_item *it)
+static inline uint64_t entry_of(uint64_t h, const struct sl_item *it)
 {
-	return (uint64_t)tag << TAG_SHIFT | ((uint64_t)(uintptr_t)it & PTR_MASK);
+	return (uint64_t)tag_of(h) << TAG_SHIFT | ((uint64_t)(uintptr_t)it & PTR_MASK);
 }
 
 static inline struct sl_item *entry_item(uint64_t e)
@@ -67,10 +94,43 @@ static inline struct sl_item *entry_item(uint64_t e)
 	return (struct sl_item *)(uintptr_t)(e & PTR_MASK);
 }
 
-static inline struct bucket *bucket_of(struct sl_store *s, uint64_t h)
+static inline bool is_link(uint64_t e)
 {
-	/* low bits pick the slot; use the middle bits for the bucket */
-	return &s->buckets[(h >> 14) & s->mask];
+	return (e & LINK_BIT) != 0;
+}
+
+static inline struct bucket *link_of(uint64_t e)
+{
+	return (struct bucket *)(uintptr_t)(e & ~LINK_BIT);
+}
+
+/* Entries of a bucket that hold items (the last may be a link). */
+static inline unsigned ways_of(const struct bucket *bk)
+{
+	return is_link(bk->e[WAYS - 1]) ? WAYS - 1 : WAYS;
+}
+
+static inline struct bucket *next_of(const struct bucket *bk)
+{
+	return is_link(bk->e[WAYS - 1]) ? link_of(bk->e[WAYS - 1]) : NULL;
+}
+
+static inline uint64_t addr_of(const struct sl_store *s, uint64_t h)
+{
+	uint64_t a = (h >> HASH_SHIFT) & s->low_mask;
+	if (a < s->split)
+		a = (h >> HASH_SHIFT) & (2 * s->low_mask + 1);
+	return a;
+}
+
+static inline struct bucket *bucket_at(const struct sl_store *s, uint64_t a)
+{
+	return &s->seg[a >> SEG_SHIFT][a & (SEG_BUCKETS - 1)];
+}
+
+static inline struct bucket *bucket_of(const struct sl_store *s, uint64_t h)
+{
+	return bucket_at(s, addr_of(s, h));
 }
 
 uint32_t sl_exptime_abs(int32_t exptime, uint32_t now)
@@ -84,6 +144,28 @@ uint32_t sl_exptime_abs(int32_t exptime, uint32_t now)
 	if ((uint32_t)exptime <= now)
 		return 1;
 	return (uint32_t)exptime;
+}
+
+/* Make sure bucket @p a exists (a new segment when it is the first of one). */
+static bool ensure_bucket(struct sl_store *s, uint64_t a)
+{
+	size_t sg = (size_t)(a >> SEG_SHIFT);
+	if (sg < s->nseg)
+		return true;
+	if (sg >= s->seg_cap) {
+		size_t cap = s->seg_cap ? 2 * s->seg_cap : 16;
+		struct bucket **d = realloc(s->seg, cap * sizeof(*d));
+		if (!d)
+			return false;
+		s->seg = d;
+		s->seg_cap = cap;
+	}
+	struct bucket *b = mallocx(SEG_BUCKETS * sizeof(struct bucket),
+	                           s->mflags | MALLOCX_ZERO | MALLOCX_ALIGN(64));
+	if (!b)
+		return false;
+	s->seg[s->nseg++] = b;
+	return true;
 }
 
 struct sl_store *sl_store_create(const struct sl_store_conf *conf)
@@ -122,20 +204,13 @@ struct sl_store *sl_store_create(const struct sl_store_conf *conf)
 		s->tcache = ~0u;
 		s->mflags = MALLOCX_ARENA(s->arena) | MALLOCX_TCACHE_NONE;
 	}
-
-	/* One bucket per 512 bytes of limit: room for 7 items of <= 73 B
-	 * each per bucket before overflow; index = limit / 8. */
-	uint64_t nb = 1024;
-	while (nb * 512 < conf->mem_limit)
-		nb <<= 1;
-	s->buckets = mallocx(nb * sizeof(struct bucket), s->mflags | MALLOCX_ZERO);
-	if (!s->buckets) {
-		free(s);
+	s->low_mask = SEG_BUCKETS - 1;
+	s->nbuckets = SEG_BUCKETS;
+	if (!ensure_bucket(s, 0)) {
+		sl_store_destroy(s);
 		errno = ENOMEM;
 		return NULL;
 	}
-	s->mask = nb - 1;
-	s->cas = 0;
 	return s;
 }
 
@@ -150,19 +225,28 @@ void sl_store_destroy(struct sl_store *s)
 {
 	if (!s)
 		return;
-	for (uint64_t b = 0; b <= s->mask; b++) {
-		struct bucket *bk = &s->buckets[b];
-		for (int first = 1; bk; first = 0) {
-			for (int i = 0; i < BUCKET_WAYS; i++)
-				if (bk->e[i])
-					item_release(s, entry_item(bk->e[i]));
-			struct bucket *nx = bk->next;
-			if (!first)
-				dallocx(bk, s->mflags);
-			bk = nx;
+	for (size_t g = 0; g < s->nseg; g++) {
+		for (unsigned b = 0; b < SEG_BUCKETS; b++) {
+			struct bucket *bk = &s->seg[g][b];
+			for (bool first = true; bk; first = false) {
+				struct bucket *nx = next_of(bk);
+				for (unsigned i = 0; i < ways_of(bk); i++)
+					if (bk->e[i])
+						item_release(s, entry_item(bk->e[i]));
+				if (!first)
+					dallocx(bk, s->mflags);
+				bk = nx;
+			}
 		}
+		dallocx(s->seg[g], s->mflags);
 	}
-	dallocx(s->buckets, s->mflags);
+	while (s->spare) {
+		struct bucket *nx = (struct bucket *)(uintptr_t)s->spare->e[0];
+		dallocx(s->spare, s->mflags);
+		s->spare = nx;
+	}
+	free(s->seg);
+	free(s->scratch);
 	if (s->tcache != ~0u)
 		mallctl("tcache.destroy", NULL, NULL, &s->tcache, sizeof(s->tcache));
 	free(s);
@@ -178,86 +262,102 @@ bool sl_store_alive(const struct sl_store *s, const struct sl_item *it, uint32_t
 	return true;
 }
 
-/* Find the index entry that points at @p it. */
-static uint64_t *entry_slot(struct sl_store *s, const struct sl_item *it)
+/* The index entry that points at @p it, whose key hashes to @p h. */
+static uint64_t *entry_slot(struct sl_store *s, const struct sl_item *it, uint64_t h)
 {
-	uint64_t want = entry_of(tag_of(it->hash), it);
-	for (struct bucket *bk = bucket_of(s, it->hash); bk; bk = bk->next)
-		for (int i = 0; i < BUCKET_WAYS; i++)
+	uint64_t want = entry_of(h, it);
+	for (struct bucket *bk = bucket_of(s, h); bk; bk = next_of(bk))
+		for (unsigned i = 0; i < ways_of(bk); i++)
 			if (bk->e[i] == want)
 				return &bk->e[i];
 	return NULL;
 }
 
-static void ring_remove(struct sl_store *s, struct sl_item *it)
+/* Entry k of bucket a's chain, or NULL past its end. */
+static uint64_t *chain_entry(const struct sl_store *s, uint64_t a, unsigned k)
 {
-	if (it->next == it) {
-		s->hand = NULL;
-		s->sweep = NULL;
-	} else {
-		it->prev->next = it->next;
-		it->next->prev = it->prev;
-		if (s->hand == it)
-			s->hand = it->next;
-		if (s->sweep == it)
-			s->sweep = it->next;
+	struct bucket *bk = bucket_at(s, a);
+	while (is_link(bk->e[WAYS - 1])) {
+		if (k < WAYS - 1)
+			return &bk->e[k];
+		k -= WAYS - 1;
+		bk = link_of(bk->e[WAYS - 1]);
 	}
+	return k < WAYS ? &bk->e[k] : NULL;
 }
 
-static void ring_insert(struct sl_store *s, struct sl_item *it)
+/* The entry at @p p, then step p past it; wraps round the table. */
+static uint64_t *pos_next(const struct sl_store *s, struct pos *p)
 {
-	/* New items go just behind the hand: they get a full turn. */
-	if (!s->hand) {
-		it->prev = it->next = it;
-		s->hand = it;
-		return;
+	uint64_t *e = chain_entry(s, p->a, p->k);
+	if (!e) {
+		p->a = p->a + 1 < s->nbuckets ? p->a + 1 : 0;
+		p->k = 0;
+		e = chain_entry(s, p->a, 0);
 	}
-	struct sl_item *h = s->hand;
-	it->next = h;
-	it->prev = h->prev;
-	h->prev->next = it;
-	h->prev = it;
+	p->k++;
+	return e;
 }
 
 static void class_drop(struct sl_store *s, const struct sl_item *it)
 {
-	struct sl_class_stats *c = &s->cls[it->cls];
+	struct sl_class_stats *c = &s->cls[sl_item_class(it)];
 	c->number--;
 	c->mem_requested -= sl_mc_ntotal(it->klen, it->vlen);
 }
 
-void sl_store_unlink(struct sl_store *s, struct sl_item *it)
+/* Take the item at index entry @p e out of the store and free it. */
+static void drop_entry(struct sl_store *s, uint64_t *e)
 {
-	uint64_t *e = entry_slot(s, it);
-	if (e)
-		*e = 0;
-	ring_remove(s, it);
+	struct sl_item *it = entry_item(*e);
+	*e = 0;
 	s->st.curr_items--;
 	class_drop(s, it);
 	item_release(s, it);
 }
 
+void sl_store_unlink(struct sl_store *s, struct sl_item *it, uint64_t hash)
+{
+	uint64_t *e = entry_slot(s, it, hash);
+	if (e) {
+		drop_entry(s, e);
+	} else {
+		/* not indexed (cannot happen for a linked item); free it anyway */
+		s->st.curr_items--;
+		class_drop(s, it);
+		item_release(s, it);
+	}
+}
+
+/* Count a dead item's reclaim in the statistics. */
+static void count_reclaim(struct sl_store *s, const struct sl_item *it)
+{
+	struct sl_class_stats *c = &s->cls[sl_item_class(it)];
+	s->st.reclaimed++;
+	c->reclaimed++;
+	if (!(it->bits & SL_IT_FETCHED)) {
+		s->st.expired_unfetched++;
+		c->expired_unfetched++;
+	}
+}
+
 struct sl_item *sl_store_get(struct sl_store *s, uint64_t hash, const char *key, size_t klen,
                              uint32_t now)
 {
-	uint16_t tag = tag_of(hash);
-	for (struct bucket *bk = bucket_of(s, hash); bk; bk = bk->next) {
-		for (int i = 0; i < BUCKET_WAYS; i++) {
+	uint64_t tag = tag_of(hash);
+	for (struct bucket *bk = bucket_of(s, hash); bk; bk = next_of(bk)) {
+		/* all eight entries: neither an empty entry nor a link (tag bits
+		 * 0, as user-space pointers are below 2^47) matches a tag */
+		for (unsigned i = 0; i < WAYS; i++) {
 			uint64_t e = bk->e[i];
-			if (!e || (uint16_t)(e >> TAG_SHIFT) != tag)
+			if (e >> TAG_SHIFT != tag)
 				continue;
 			struct sl_item *it = entry_item(e);
-			if (it->hash != hash || it->klen != klen ||
-			    memcmp(it->data, key, klen) != 0)
+			if (it->klen != klen || memcmp(it->data, key, klen) != 0)
 				continue;
 			if (!sl_store_alive(s, it, now)) {
-				if (!(it->bits & SL_IT_FETCHED)) {
-					s->st.expired_unfetched++;
-					s->cls[it->cls].expired_unfetched++;
-				}
-				s->st.reclaimed++;
-				s->cls[it->cls].reclaimed++;
-				sl_store_unlink(s, it);
+				count_reclaim(s, it);
+				drop_entry(s, &bk->e[i]);
 				return NULL;
 			}
 			return it;
@@ -266,32 +366,28 @@ struct sl_item *sl_store_get(struct sl_store *s, uint64_t hash, const char *key,
 	return NULL;
 }
 
-/* Evict one item with CLOCK. Returns false when the store is empty. */
+/* Evict one item with CLOCK. Returns false when nothing can be evicted. */
 static bool evict_one(struct sl_store *s, uint32_t now)
 {
-	for (int scanned = 0; s->hand; scanned++) {
-		struct sl_item *it = s->hand;
-		if (it == s->pin) {
-			if (it->next == it || scanned > 2 * CLOCK_SCAN_MAX)
-				return false;
-			s->hand = it->next;
+	uint64_t evictable = s->st.curr_items - (s->pin ? 1 : 0);
+	if (s->st.curr_items == 0 || evictable == 0)
+		return false;
+	for (unsigned scanned = 0;;) {
+		uint64_t *e = pos_next(s, &s->hand);
+		if (!e || !*e)
 			continue;
-		}
+		struct sl_item *it = entry_item(*e);
+		if (it == s->pin)
+			continue;
 		bool dead = !sl_store_alive(s, it, now);
-		if (!dead && (it->bits & SL_IT_REF) && scanned < CLOCK_SCAN_MAX) {
+		if (!dead && (it->bits & SL_IT_REF) && scanned++ < CLOCK_SCAN_MAX) {
 			it->bits &= (uint8_t)~SL_IT_REF;
-			s->hand = it->next;
 			continue;
 		}
-		struct sl_class_stats *c = &s->cls[it->cls];
 		if (dead) {
-			s->st.reclaimed++;
-			c->reclaimed++;
-			if (!(it->bits & SL_IT_FETCHED)) {
-				s->st.expired_unfetched++;
-				c->expired_unfetched++;
-			}
+			count_reclaim(s, it);
 		} else {
+			struct sl_class_stats *c = &s->cls[sl_item_class(it)];
 			s->st.evictions++;
 			c->evicted++;
 			if (!(it->bits & SL_IT_FETCHED)) {
@@ -299,12 +395,10 @@ static bool evict_one(struct sl_store *s, uint32_t now)
 				c->evicted_unfetched++;
 			}
 		}
-		sl_store_unlink(s, it);
+		drop_entry(s, e);
 		return true;
 	}
-	return false;
 }
-
 
 /* Evict until @p charge more bytes fit under the limit. Each eviction is
  * bounded (CLOCK_SCAN_MAX), and each frees at least one item. */
@@ -319,28 +413,28 @@ static bool make_room(struct sl_store *s, size_t charge, uint32_t now)
 struct sl_item *sl_store_alloc(struct sl_store *s, uint64_t hash, const char *key, size_t klen,
                                size_t vlen, uint32_t now)
 {
+	(void)hash;
 	size_t sz = sizeof(struct sl_item) + klen + vlen;
-	if (klen > SL_KEY_MAX || sz + 2 > s->max_item) {
+	/* too large by memcached's rule (its header), so the same values are
+	 * accepted as by memcached with the same -I */
+	if (klen > SL_KEY_MAX || SL_ITEM_OVERHEAD + klen + vlen + 2 > s->max_item) {
 		errno = E2BIG;
 		return NULL;
 	}
 	size_t charge = nallocx(sz, s->mflags);
-	unsigned cls = sl_class_of(sl_mc_ntotal(klen, vlen));
 	struct sl_item *it = NULL;
 	if (charge <= s->limit && make_room(s, charge, now))
 		it = mallocx(sz, s->mflags);
 	if (!it) {
 		s->st.oom++;
-		s->cls[cls].outofmemory++;
+		s->cls[sl_class_of(sl_mc_ntotal(klen, vlen))].outofmemory++;
 		errno = ENOMEM;
 		return NULL;
 	}
 	s->st.bytes += charge;
 	memset(it, 0, sizeof(*it));
-	it->hash = hash;
 	it->klen = (uint8_t)klen;
 	it->vlen = (uint32_t)vlen;
-	it->cls = (uint8_t)cls;
 	it->atime = now;
 	memcpy(it->data, key, klen);
 	return it;
@@ -351,53 +445,155 @@ void sl_store_free(struct sl_store *s, struct sl_item *it)
 	item_release(s, it);
 }
 
-/* Put an entry into the item's bucket chain, growing it when full. */
-static bool index_insert(struct sl_store *s, struct sl_item *it)
+/* Overflow buckets come from the spare list, which a split refills with
+ * the buckets its chain no longer needs. */
+static bool reserve_spares(struct sl_store *s, size_t n)
 {
-	uint64_t e = entry_of(tag_of(it->hash), it);
-	struct bucket *bk = bucket_of(s, it->hash), *last = NULL;
-	for (; bk; last = bk, bk = bk->next)
-		for (int i = 0; i < BUCKET_WAYS; i++)
-			if (!bk->e[i]) {
-				bk->e[i] = e;
-				return true;
-			}
-	/* Make room for the overflow bucket first; evicting may free an entry
-	 * in this very chain, in which case no bucket is needed after all. */
-	size_t charge = nallocx(sizeof(struct bucket), s->mflags);
-	if (!make_room(s, charge, it->atime)) /* set to now by sl_store_alloc */
-		return false;
-	for (bk = bucket_of(s, it->hash); bk; last = bk, bk = bk->next)
-		for (int i = 0; i < BUCKET_WAYS; i++)
-			if (!bk->e[i]) {
-				bk->e[i] = e;
-				return true;
-			}
-	struct bucket *nb = mallocx(sizeof(struct bucket), s->mflags | MALLOCX_ZERO);
-	if (!nb)
-		return false;
-	/* overflow buckets are charged like items; they are rare (< 1 per
-	 * 7 items in the worst case) and never freed until destroy */
-	s->st.bytes += charge;
-	nb->e[0] = e;
-	last->next = nb;
+	while (s->nspare < n) {
+		struct bucket *b =
+		    mallocx(sizeof(struct bucket), s->mflags | MALLOCX_ALIGN(64));
+		if (!b)
+			return false;
+		b->e[0] = (uint64_t)(uintptr_t)s->spare;
+		s->spare = b;
+		s->nspare++;
+		s->noverflow++;
+	}
 	return true;
 }
 
-void sl_store_link(struct sl_store *s, struct sl_item *it, struct sl_item *old)
+static struct bucket *take_spare(struct sl_store *s)
 {
+	struct bucket *b = s->spare;
+	s->spare = (struct bucket *)(uintptr_t)b->e[0];
+	s->nspare--;
+	memset(b, 0, sizeof(*b));
+	return b;
+}
+
+static void give_spare(struct sl_store *s, struct bucket *b)
+{
+	b->e[0] = (uint64_t)(uintptr_t)s->spare;
+	s->spare = b;
+	s->nspare++;
+}
+
+/* Put entry @p e into chain @p bk, growing the chain when it is full. */
+static bool chain_insert(struct sl_store *s, struct bucket *bk, uint64_t e)
+{
+	for (;;) {
+		unsigned n = ways_of(bk);
+		for (unsigned i = 0; i < n; i++)
+			if (!bk->e[i]) {
+				bk->e[i] = e;
+				return true;
+			}
+		if (n == WAYS)
+			break;
+		bk = link_of(bk->e[WAYS - 1]);
+	}
+	if (!reserve_spares(s, 1))
+		return false;
+	struct bucket *nb = take_spare(s);
+	nb->e[0] = bk->e[WAYS - 1];
+	nb->e[1] = e;
+	bk->e[WAYS - 1] = (uint64_t)(uintptr_t)nb | LINK_BIT;
+	return true;
+}
+
+/* Buckets a chain of @p m entries needs: k buckets hold 7k + 1. */
+static size_t chain_buckets(size_t m)
+{
+	return m <= WAYS ? 1 : (m - 1 + WAYS - 2) / (WAYS - 1);
+}
+
+/* Lay @p m entries out over the (cleared) chain starting at @p bk, taking
+ * overflow buckets from the spare list (reserved by the caller). */
+static void chain_fill(struct sl_store *s, struct bucket *bk, const uint64_t *e, size_t m)
+{
+	memset(bk, 0, sizeof(*bk));
+	while (m > WAYS) {
+		struct bucket *nb = take_spare(s);
+		memcpy(bk->e, e, (WAYS - 1) * sizeof(*e));
+		bk->e[WAYS - 1] = (uint64_t)(uintptr_t)nb | LINK_BIT;
+		e += WAYS - 1;
+		m -= WAYS - 1;
+		bk = nb;
+	}
+	memcpy(bk->e, e, m * sizeof(*e));
+}
+
+/*
+ * Split the bucket under the split pointer: each of its items either stays
+ * or moves to the new bucket (split + 2^L) by the next bit of its hash.
+ * Everything that can fail (memory for a segment, the scratch list, the
+ * overflow buckets) is done before the index is touched, so a failed split
+ * changes nothing; chains just grow longer until memory comes back.
+ */
+static void split_one(struct sl_store *s)
+{
+	uint64_t p = s->split, img = p + s->low_mask + 1;
+	uint64_t bit = (s->low_mask + 1) << HASH_SHIFT;
+	if (!ensure_bucket(s, img))
+		return;
+	struct bucket *head = bucket_at(s, p), *dst = bucket_at(s, img);
+
+	size_t n = 0, links = 0;
+	for (struct bucket *bk = head; bk; bk = next_of(bk), links++)
+		n += ways_of(bk);
+	if (n > s->scratch_cap) {
+		uint64_t *sc = realloc(s->scratch, 2 * n * sizeof(*sc));
+		if (!sc)
+			return;
+		s->scratch = sc;
+		s->scratch_cap = 2 * n;
+	}
+	/* stayers from the front of the scratch list, movers from the back */
+	size_t lo = 0, hi = n;
+	for (struct bucket *bk = head; bk; bk = next_of(bk))
+		for (unsigned i = 0; i < ways_of(bk); i++) {
+			uint64_t e = bk->e[i];
+			if (!e)
+				continue;
+			struct sl_item *it = entry_item(e);
+			if (sl_key_hash(it->data, it->klen) & bit)
+				s->scratch[--hi] = e;
+			else
+				s->scratch[lo++] = e;
+		}
+	size_t need = chain_buckets(lo) - 1 + chain_buckets(n - hi) - 1;
+	if (!reserve_spares(s, need > links - 1 ? need - (links - 1) : 0))
+		return;
+	/* the chain's overflow buckets go back to the spare list first */
+	for (struct bucket *bk = next_of(head); bk;) {
+		struct bucket *nx = next_of(bk);
+		give_spare(s, bk);
+		bk = nx;
+	}
+	chain_fill(s, head, s->scratch, lo);
+	chain_fill(s, dst, s->scratch + hi, n - hi);
+
+	s->split++;
+	s->nbuckets++;
+	if (s->split > s->low_mask) {
+		s->low_mask = 2 * s->low_mask + 1;
+		s->split = 0;
+	}
+}
+
+void sl_store_link(struct sl_store *s, struct sl_item *it, struct sl_item *old, uint64_t hash)
+{
+	uint64_t e = entry_of(hash, it);
 	if (old) {
-		uint64_t *e = entry_slot(s, old);
-		ring_remove(s, old);
-		s->st.curr_items--;
-		class_drop(s, old);
-		item_release(s, old);
-		if (e) {
-			*e = entry_of(tag_of(it->hash), it);
+		uint64_t *slot = entry_slot(s, old, hash);
+		if (slot) {
+			drop_entry(s, slot);
+			*slot = e;
 			goto linked;
 		}
+		sl_store_unlink(s, old, hash);
 	}
-	if (!index_insert(s, it)) {
+	if (!chain_insert(s, bucket_of(s, hash), e)) {
 		/* cannot index it: drop it rather than corrupt the store */
 		item_release(s, it);
 		s->st.oom++;
@@ -406,30 +602,28 @@ void sl_store_link(struct sl_store *s, struct sl_item *it, struct sl_item *old)
 linked:
 	if (it->cas == 0)
 		it->cas = sl_store_next_cas(s);
-	ring_insert(s, it);
+	it->bits |= SL_IT_REF;
 	s->st.curr_items++;
 	s->st.total_items++;
-	s->cls[it->cls].number++;
-	s->cls[it->cls].mem_requested += sl_mc_ntotal(it->klen, it->vlen);
+	struct sl_class_stats *c = &s->cls[sl_item_class(it)];
+	c->number++;
+	c->mem_requested += sl_mc_ntotal(it->klen, it->vlen);
+	if (s->st.curr_items > LOAD * s->nbuckets)
+		split_one(s);
 }
 
 unsigned sl_store_sweep(struct sl_store *s, uint32_t now, unsigned budget)
 {
 	unsigned freed = 0;
-	if (!s->sweep)
-		s->sweep = s->hand;
-	for (unsigned i = 0; i < budget && s->sweep; i++) {
-		struct sl_item *it = s->sweep;
-		s->sweep = it->next == it ? NULL : it->next;
+	for (unsigned i = 0; i < budget && s->st.curr_items; i++) {
+		uint64_t *e = pos_next(s, &s->sweep);
+		if (!*e)
+			continue;
+		struct sl_item *it = entry_item(*e);
 		if (it == s->pin || sl_store_alive(s, it, now))
 			continue;
-		s->st.reclaimed++;
-		s->cls[it->cls].reclaimed++;
-		if (!(it->bits & SL_IT_FETCHED)) {
-			s->st.expired_unfetched++;
-			s->cls[it->cls].expired_unfetched++;
-		}
-		sl_store_unlink(s, it);
+		count_reclaim(s, it);
+		drop_entry(s, e);
 		freed++;
 	}
 	return freed;
@@ -437,16 +631,18 @@ unsigned sl_store_sweep(struct sl_store *s, uint32_t now, unsigned budget)
 
 void sl_store_prefetch_bucket(const struct sl_store *s, uint64_t hash)
 {
-	__builtin_prefetch(&s->buckets[(hash >> 14) & s->mask]);
+	__builtin_prefetch(bucket_of(s, hash));
 }
 
 void sl_store_prefetch_items(const struct sl_store *s, uint64_t hash)
 {
-	const struct bucket *bk = &s->buckets[(hash >> 14) & s->mask];
-	uint16_t tag = tag_of(hash);
-	for (int i = 0; i < BUCKET_WAYS; i++)
-		if (bk->e[i] && (uint16_t)(bk->e[i] >> TAG_SHIFT) == tag)
+	const struct bucket *bk = bucket_of(s, hash);
+	uint64_t tag = tag_of(hash);
+	for (unsigned i = 0; i < WAYS; i++)
+		if (bk->e[i] >> TAG_SHIFT == tag)
 			__builtin_prefetch(entry_item(bk->e[i]));
+	if (is_link(bk->e[WAYS - 1]))
+		__builtin_prefetch(link_of(bk->e[WAYS - 1]));
 }
 
 void sl_store_pin(struct sl_store *s, struct sl_item *it)
@@ -484,5 +680,5 @@ size_t sl_store_limit(const struct sl_store *s)
 
 size_t sl_store_index_bytes(const struct sl_store *s)
 {
-	return (s->mask + 1) * sizeof(struct bucket);
+	return s->nseg * SEG_BUCKETS * sizeof(struct bucket) + s->noverflow * sizeof(struct bucket);
 }

@@ -121,8 +121,9 @@ int main(int argc, char **argv)
 	printf("%-10s %-10s %-10s %-10s %s\n", "cache%", "items", "LRU", "CLOCK", "CLOCK-LRU");
 	static const double fracs[] = {0.01, 0.05, 0.10, 0.25, 0.50};
 	for (unsigned f = 0; f < sizeof(fracs) / sizeof(fracs[0]); f++) {
-		/* per item charge: header + key + value, as jemalloc rounds it */
-		size_t limit = (size_t)(keys * fracs[f] * 144);
+		/* per item charge: 26-byte header + key + value = 106, which
+		 * jemalloc rounds to 112 */
+		size_t limit = (size_t)(keys * fracs[f] * 112);
 		struct sl_store_conf c = {
 		    .mem_limit = limit, .max_item_size = 1 << 20, .arena = SL_STORE_NEW_ARENA};
 		struct sl_store *s = sl_store_create(&c);
@@ -143,7 +144,7 @@ int main(int argc, char **argv)
 			it = sl_store_alloc(s, h, k, 16, vlen, 1000);
 			if (it) {
 				memcpy(sl_item_value(it), v, vlen);
-				sl_store_link(s, it, NULL);
+				sl_store_link(s, it, NULL, h);
 			}
 		}
 		double clock_hr = (double)hits / reqs;

@@ -6,33 +6,67 @@
  * core's allocations never contend with another's and the store can charge
  * exactly what jemalloc hands out (nallocx) against its memory limit.
  *
- * Index: a power-of-two array of 64-byte buckets, each with seven entries
- * and a link to an overflow bucket. An entry packs a 16-bit tag from the
- * key's hash above a 48-bit item pointer, so a lookup touches one cache line
- * of index and, only on a tag match, the item:
+ * Memory per item is what the design is about once the request path is
+ * cheap: a 16-byte key with a 64-byte value is 80 bytes of payload, and
+ * every byte of header, index and allocator rounding is paid a million
+ * times per core. So the header carries only what the protocol needs, the
+ * index grows with the items instead of being sized for the worst case, and
+ * eviction runs over the index itself instead of a list threaded through
+ * the items (which would cost two pointers per item).
  *
- *   bucket (64 B):  +--------+--------+-- ... --+--------+--------+
- *                   | tag|ptr| tag|ptr|         | tag|ptr|  next  |
- *                   +--------+--------+-- ... --+--------+--------+
- *                      8 B      8 B                8 B      8 B
+ * Index: linear hashing (Litwin) over 64-byte buckets of eight 8-byte
+ * entries. An entry packs a 16-bit tag from the key's hash above a 48-bit
+ * item pointer, so a lookup touches one cache line of index and, only on a
+ * tag match, the item. When a bucket's eight entries are full, its last
+ * entry becomes a link (low bit set) to an overflow bucket, and the entry
+ * that was there moves into the overflow bucket:
  *
- * Item: a header and then key and value bytes, one allocation:
+ *   bucket (64 B):  +--------+--------+-- ... --+--------+---------------+
+ *                   | tag|ptr| tag|ptr|         | tag|ptr| tag|ptr or    |
+ *                   |        |        |         |        | overflow|1    |
+ *                   +--------+--------+-- ... --+--------+---------------+
+ *                      8 B      8 B                8 B          8 B
  *
- *   +------+------+------+-----+--------+-------+-------+------+------+-----+-----+-------+
- *   | prev | next | hash | cas | expire | atime | flags | vlen | klen | bits| cls | key,val
- *   +------+------+------+-----+--------+-------+-------+------+------+-----+-----+-------+
- *     8      8      8      8     4        4       4       4      1      1     1   (56 B in all)
+ * The table grows one bucket at a time: when there are more than six items
+ * per bucket, the bucket under the split pointer is split in two, its items
+ * divided by one more bit of their hash (the keys are hashed again for it:
+ * the item has no room for its hash). Address of a hash h, with n = 2^L
+ * buckets at the start of the round and p buckets split so far:
  *
- * Eviction: CLOCK over a circular list of all items (prev/next). A hit sets
- * the item's reference bit; the hand clears set bits and evicts the first
- * item found clear. CLOCK keeps a hit down to one store to the item (no list
- * surgery on the read path, unlike LRU) and, measured with this very store on
- * a Zipf 0.99 trace (perf/eviction_sim), hits as often as exact LRU of the
- * same capacity or slightly more (+0.2 to +1.3 points from 1% to 50% of the
- * keys cached): the reference bit gives frequently read keys a second turn.
+ *   a = (h >> 14) mod n;  if (a < p) a = (h >> 14) mod 2n
  *
- * Expiry is lazy (checked on access) plus a bounded sweep by the clock hand
- * when memory is needed: an expired item is always preferred for eviction.
+ * (bits 0-13 pick the slot, which is the same for all keys of a core's
+ * slots; bits 48-63 are the tag). Buckets live in 1024-bucket (64 KiB)
+ * segments reached through a small directory, so growing never copies or
+ * moves the table and a split moves at most one chain: bounded work per
+ * insert, no stop-the-world rehash. The index never shrinks (neither does
+ * memcached's hash table); its size is reported as hash_bytes and is not
+ * part of the memory limit, which is for items.
+ *
+ * Item: a 26-byte header and then key and value bytes, one allocation:
+ *
+ *   +-----+--------+-------+-------+------+------+------+------------+
+ *   | cas | expire | atime | flags | vlen | klen | bits | key, value |
+ *   +-----+--------+-------+-------+------+------+------+------------+
+ *     8      4        4       4       4      1      1
+ *
+ * A 16 B key and 64 B value make a 106-byte item, which jemalloc rounds to
+ * its 112-byte class: 32 bytes beyond key and value, plus about 11 bytes of
+ * index (a 64-byte bucket per six items, and the overflow buckets).
+ *
+ * Eviction: CLOCK whose hand walks the index, bucket by bucket and entry by
+ * entry. A hit sets the item's reference bit; the hand clears set bits and
+ * evicts the first item found clear. A new item starts with its bit set:
+ * it lands at a random place relative to the hand and would otherwise risk
+ * eviction before its first chance to be read. CLOCK keeps a hit down to one
+ * store to the item (no list surgery on the read path, unlike LRU) and,
+ * measured with this very store on a Zipf 0.99 trace (perf/eviction_sim),
+ * hits about as often as exact LRU of the same capacity (table in the
+ * README).
+ *
+ * Expiry is lazy (checked on access) plus a bounded sweep over the index
+ * (see sl_store_sweep) and the clock hand: an expired item is always
+ * preferred for eviction.
  */
 #ifndef SLUICE_STORE_H
 #define SLUICE_STORE_H
@@ -51,8 +85,6 @@
 #define SL_IT_BINKEY 0x10  /* meta: key was given in base64 */
 
 struct sl_item {
-	struct sl_item *prev, *next;
-	uint64_t hash;
 	uint64_t cas;
 	uint32_t exptime; /* absolute unix seconds; 0 = never */
 	uint32_t atime;   /* last access, unix seconds */
@@ -60,9 +92,14 @@ struct sl_item {
 	uint32_t vlen;
 	uint8_t klen;
 	uint8_t bits;
-	uint8_t cls; /* memcached size class, for per-class statistics */
 	char data[]; /* key, then value */
-} __attribute__((packed, aligned(8)));
+} __attribute__((packed));
+
+/** memcached size class of an item, for per-class statistics. */
+static inline unsigned sl_item_class(const struct sl_item *it)
+{
+	return sl_class_of(sl_mc_ntotal(it->klen, it->vlen));
+}
 
 static inline char *sl_item_key(struct sl_item *it)
 {
@@ -75,8 +112,8 @@ static inline char *sl_item_value(struct sl_item *it)
 }
 
 struct sl_store_conf {
-	size_t mem_limit;     /* bytes for items (and overflow buckets) */
-	size_t max_item_size; /* header + key + value + 2 */
+	size_t mem_limit;     /* bytes for items */
+	size_t max_item_size; /* memcached's rule: SL_ITEM_OVERHEAD + key + value + 2 */
 	unsigned arena;       /* jemalloc arena, or SL_STORE_NEW_ARENA */
 };
 
@@ -120,7 +157,7 @@ struct sl_class_stats {
 struct sl_store;
 
 /**
- * Create a store. The index is sized for the memory limit.
+ * Create a store. The index starts at one segment and grows with the items.
  * @return the store, or NULL with errno set (ENOMEM, EINVAL).
  */
 struct sl_store *sl_store_create(const struct sl_store_conf *conf);
@@ -153,11 +190,14 @@ struct sl_item *sl_store_alloc(struct sl_store *s, uint64_t hash, const char *ke
  */
 void sl_store_pin(struct sl_store *s, struct sl_item *it);
 
-/** Link an item made by sl_store_alloc, replacing (freeing) @p old if set. */
-void sl_store_link(struct sl_store *s, struct sl_item *it, struct sl_item *old);
+/**
+ * Link an item made by sl_store_alloc, replacing (freeing) @p old if set;
+ * @p hash is the key's hash (the one given to sl_store_alloc).
+ */
+void sl_store_link(struct sl_store *s, struct sl_item *it, struct sl_item *old, uint64_t hash);
 
-/** Unlink and free a linked item. */
-void sl_store_unlink(struct sl_store *s, struct sl_item *it);
+/** Unlink and free a linked item whose key hashes to @p hash. */
+void sl_store_unlink(struct sl_store *s, struct sl_item *it, uint64_t hash);
 
 /** Free an item that was never linked. */
 void sl_store_free(struct sl_store *s, struct sl_item *it);
@@ -188,9 +228,10 @@ static inline void sl_store_touch_access(struct sl_item *it, uint32_t now)
 void sl_store_flush(struct sl_store *s, uint32_t now, int32_t delay);
 
 /**
- * Free expired and flushed items, looking at no more than @p budget items
- * (the worker calls it every loop iteration, so its cost is bounded; a full
- * turn of the ring takes curr_items / budget iterations). This is what
+ * Free expired and flushed items, looking at no more than @p budget index
+ * entries (the worker calls it every loop iteration, so its cost is
+ * bounded; a full turn takes about 1.4 * curr_items / budget calls, empty
+ * entries included). This is what
  * memcached's LRU crawler does: dead items give back their memory without
  * waiting to be read or evicted.
  * @return the number of items freed.
@@ -206,6 +247,7 @@ const struct sl_store_stats *sl_store_stats(const struct sl_store *s);
  *  may update the hit counters through it, readers only read. */
 struct sl_class_stats *sl_store_class(struct sl_store *s, unsigned cls);
 size_t sl_store_limit(const struct sl_store *s);
+/** Bytes held by the index (segments and overflow buckets). */
 size_t sl_store_index_bytes(const struct sl_store *s);
 
 /** memcached's exptime rule: 0 never, <0 past, <= 30 days relative, else absolute. */

@@ -21,6 +21,16 @@ static void teardown(void)
 	sl_store_destroy(S);
 }
 
+/* Swap the 1 MiB store for one that holds everything a test puts in it. */
+static void big_store(void)
+{
+	sl_store_destroy(S);
+	struct sl_store_conf c = {
+	    .mem_limit = 256 << 20, .max_item_size = 1 << 20, .arena = SL_STORE_NEW_ARENA};
+	S = sl_store_create(&c);
+	cr_assert_not_null(S);
+}
+
 static struct sl_item *put(const char *k, const char *v, uint32_t exp)
 {
 	uint64_t h = sl_key_hash(k, strlen(k));
@@ -30,7 +40,7 @@ static struct sl_item *put(const char *k, const char *v, uint32_t exp)
 		return NULL;
 	memcpy(sl_item_value(it), v, strlen(v));
 	it->exptime = exp;
-	sl_store_link(S, it, old);
+	sl_store_link(S, it, old, h);
 	return it;
 }
 
@@ -53,7 +63,7 @@ Test(store, put_get_replace_unlink)
 	cr_assert_gt(a2->cas, c1);
 	cr_assert_eq(a2->vlen, 4);
 	cr_assert_eq(sl_store_stats(S)->curr_items, 1);
-	sl_store_unlink(S, a2);
+	sl_store_unlink(S, a2, sl_key_hash("a", 1));
 	cr_assert_null(get("a", 1000));
 	cr_assert_eq(sl_store_stats(S)->curr_items, 0);
 	cr_assert_eq(sl_store_stats(S)->bytes, 0);
@@ -72,6 +82,79 @@ Test(store, many_keys_collide_in_buckets)
 		cr_assert_not_null(it, "%s", k);
 		cr_assert(memcmp(sl_item_key(it), k, strlen(k)) == 0);
 	}
+}
+
+/* The index grows with the items (linear hashing): 200,000 keys in a store
+ * whose index starts at 1,024 buckets stay retrievable while buckets split
+ * under them, deleting half leaves the other half intact, and the index
+ * costs about what the design says per item. */
+Test(store, index_grows_with_items)
+{
+	big_store();
+	size_t idx0 = sl_store_index_bytes(S);
+	char k[32];
+	enum { N = 200000 };
+	for (int i = 0; i < N; i++) {
+		snprintf(k, sizeof(k), "key:%d", i);
+		cr_assert_not_null(put(k, k, 0));
+		if (i % 20011 == 0) /* early keys survive later splits */
+			for (int j = 0; j <= i; j += 97) {
+				snprintf(k, sizeof(k), "key:%d", j);
+				cr_assert_not_null(get(k, 1000), "lost %s at %d items", k, i);
+			}
+	}
+	size_t idx = sl_store_index_bytes(S);
+	cr_assert_gt(idx, 4 * idx0, "index did not grow: %zu", idx);
+	cr_assert_lt((double)idx / N, 20.0, "index bytes per item %.1f", (double)idx / N);
+	for (int i = 0; i < N; i += 2) {
+		snprintf(k, sizeof(k), "key:%d", i);
+		struct sl_item *it = get(k, 1000);
+		cr_assert_not_null(it, "%s", k);
+		sl_store_unlink(S, it, sl_key_hash(k, strlen(k)));
+	}
+	for (int i = 0; i < N; i++) {
+		snprintf(k, sizeof(k), "key:%d", i);
+		struct sl_item *it = get(k, 1000);
+		if (i % 2) {
+			cr_assert_not_null(it, "%s", k);
+			cr_assert_eq(it->vlen, strlen(k));
+			cr_assert(memcmp(sl_item_value(it), k, strlen(k)) == 0);
+		} else {
+			cr_assert_null(it, "%s", k);
+		}
+	}
+	cr_assert_eq(sl_store_stats(S)->curr_items, N / 2);
+}
+
+/* Keys that all land in one bucket make a long overflow chain; every one
+ * stays retrievable and deletable while the chain is split and repacked. */
+Test(store, long_chains_split_and_repack)
+{
+	big_store();
+	char k[32];
+	static char keys[300][32];
+	int n = 0;
+	for (unsigned i = 0; n < 300; i++) {
+		snprintf(k, sizeof(k), "c%u", i);
+		if (((sl_key_hash(k, strlen(k)) >> 14) & 1023) == 5)
+			strcpy(keys[n++], k);
+	}
+	for (int i = 0; i < n; i++)
+		cr_assert_not_null(put(keys[i], "v", 0));
+	/* grow the table past bucket 5's split and beyond */
+	for (int i = 0; i < 20000; i++) {
+		snprintf(k, sizeof(k), "fill%d", i);
+		cr_assert_not_null(put(k, "w", 0));
+	}
+	for (int i = 0; i < n; i++)
+		cr_assert_not_null(get(keys[i], 1000), "%s", keys[i]);
+	for (int i = 0; i < n; i += 3) {
+		struct sl_item *it = get(keys[i], 1000);
+		sl_store_unlink(S, it, sl_key_hash(keys[i], strlen(keys[i])));
+	}
+	for (int i = 0; i < n; i++)
+		cr_assert((get(keys[i], 1000) != NULL) == (i % 3 != 0), "%s", keys[i]);
+	cr_assert_eq(sl_store_stats(S)->evictions, 0);
 }
 
 Test(store, expiry_is_lazy_and_exact)
@@ -128,7 +211,7 @@ Test(store, too_large_and_pin)
 		struct sl_item *it =
 		    sl_store_alloc(S, sl_key_hash(k, strlen(k)), k, strlen(k), 900, 1000);
 		if (it)
-			sl_store_link(S, it, NULL);
+			sl_store_link(S, it, NULL, sl_key_hash(k, strlen(k)));
 	}
 	cr_assert_eq(get("pinned", 1000), p);
 	sl_store_pin(S, NULL);
@@ -153,9 +236,9 @@ Test(store, sweep_frees_dead_items_in_bounded_steps)
 		snprintf(k, sizeof(k), "s%d", i);
 		put(k, "v", i % 2 ? 0 : 1010); /* half expire at 1010 */
 	}
-	cr_assert_eq(sl_store_sweep(S, 1000, 5000), 0);
+	cr_assert_eq(sl_store_sweep(S, 1000, 20000), 0);
 	unsigned freed = 0, steps = 0;
-	while (steps < 100) {
+	while (steps < 1000) {
 		unsigned f = sl_store_sweep(S, 1010, 64);
 		freed += f;
 		steps++;
@@ -166,9 +249,9 @@ Test(store, sweep_frees_dead_items_in_bounded_steps)
 	cr_assert_geq(steps, 1000 / 64); /* it really was bounded */
 	cr_assert_eq(sl_store_stats(S)->curr_items, 500);
 	sl_store_flush(S, 1010, 0);
-	while (sl_store_sweep(S, 1010, 64))
-		;
-	sl_store_sweep(S, 1010, 1000);
+	/* a full turn of the index frees everything the flush killed */
+	for (int i = 0; i < 1000 && sl_store_stats(S)->curr_items; i++)
+		sl_store_sweep(S, 1010, 64);
 	cr_assert_eq(sl_store_stats(S)->curr_items, 0);
 	cr_assert_eq(sl_store_stats(S)->bytes, 0);
 }
