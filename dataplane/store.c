@@ -626,6 +626,16 @@ unsigned sl_store_sweep(struct sl_store *s, uint32_t now, unsigned budget)
 		drop_entry(s, e);
 		freed++;
 	}
+	/* the next call starts where this one stopped: fetch those items now,
+	 * so that a small busy-time step does not stall on them */
+	if (s->st.curr_items) {
+		struct pos p = s->sweep;
+		for (unsigned i = 0; i < budget && i < WAYS; i++) {
+			uint64_t *e = pos_next(s, &p);
+			if (*e)
+				__builtin_prefetch(entry_item(*e));
+		}
+	}
 	return freed;
 }
 
