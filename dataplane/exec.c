@@ -223,7 +223,7 @@ static enum store_res do_store(struct sl_exec *ex, const struct store_args *a, u
 	bool concat = a->mode == SL_CMD_APPEND || a->mode == SL_CMD_PREPEND;
 	size_t vlen = a->vlen + (concat ? old->vlen : 0);
 	sl_store_pin(s, old);
-	struct sl_item *it = sl_store_alloc(s, a->hash, a->key.p, a->key.len, vlen, now);
+	struct sl_item *it = sl_store_alloc(s, a->key.p, a->key.len, vlen, now);
 	sl_store_pin(s, NULL);
 	if (!it) {
 		bool big = errno == E2BIG;
@@ -293,7 +293,7 @@ static enum delta_res do_delta(struct sl_exec *ex, struct sl_tok key, uint64_t h
 		return D_OK;
 	}
 	sl_store_pin(s, it);
-	struct sl_item *ni = sl_store_alloc(s, h, key.p, key.len, (size_t)n, now);
+	struct sl_item *ni = sl_store_alloc(s, key.p, key.len, (size_t)n, now);
 	sl_store_pin(s, NULL);
 	if (!ni)
 		return D_NO_MEM;
@@ -517,7 +517,7 @@ static void meta_get(struct sl_exec *ex, struct sl_conv *c, const struct sl_req 
 
 	ex->st.cmd_meta++;
 	if (!it && (m->seen & SL_MF('N'))) {
-		it = sl_store_alloc(ex->store, h, r->key.p, r->key.len, 0, now);
+		it = sl_store_alloc(ex->store, r->key.p, r->key.len, 0, now);
 		if (it) {
 			if (r->key_binary)
 				it->bits |= SL_IT_BINKEY;
@@ -758,7 +758,7 @@ static void meta_arith(struct sl_exec *ex, struct sl_conv *c, const struct sl_re
 			break;
 		}
 		snprintf(buf, sizeof(buf), "%" PRIu64, m->initial);
-		it = sl_store_alloc(ex->store, h, r->key.p, r->key.len, strlen(buf), now);
+		it = sl_store_alloc(ex->store, r->key.p, r->key.len, strlen(buf), now);
 		if (!it) {
 			put_line(o, "SERVER_ERROR Out of memory allocating new item");
 			return;

@@ -52,13 +52,13 @@ struct pos {
 struct sl_store {
 	struct bucket **seg; /* directory of segments */
 	size_t nseg, seg_cap;
-	uint64_t low_mask; /* 2^L - 1: buckets at the start of this round - 1 */
-	uint64_t split;    /* buckets split in this round */
-	uint64_t nbuckets; /* low_mask + 1 + split */
+	uint64_t low_mask;    /* 2^L - 1: buckets at the start of this round - 1 */
+	uint64_t split;       /* buckets split in this round */
+	uint64_t nbuckets;    /* low_mask + 1 + split */
 	struct bucket *spare; /* overflow buckets not in a chain, for reuse */
 	size_t nspare;
-	size_t noverflow;   /* overflow buckets allocated (in use or spare) */
-	uint64_t *scratch;  /* a chain's entries during a split */
+	size_t noverflow;  /* overflow buckets allocated (in use or spare) */
+	uint64_t *scratch; /* a chain's entries during a split */
 	size_t scratch_cap;
 	size_t limit;
 	size_t max_item;
@@ -410,10 +410,9 @@ static bool make_room(struct sl_store *s, size_t charge, uint32_t now)
 	return true;
 }
 
-struct sl_item *sl_store_alloc(struct sl_store *s, uint64_t hash, const char *key, size_t klen,
-                               size_t vlen, uint32_t now)
+struct sl_item *sl_store_alloc(struct sl_store *s, const char *key, size_t klen, size_t vlen,
+                               uint32_t now)
 {
-	(void)hash;
 	size_t sz = sizeof(struct sl_item) + klen + vlen;
 	/* too large by memcached's rule (its header), so the same values are
 	 * accepted as by memcached with the same -I */
@@ -450,8 +449,7 @@ void sl_store_free(struct sl_store *s, struct sl_item *it)
 static bool reserve_spares(struct sl_store *s, size_t n)
 {
 	while (s->nspare < n) {
-		struct bucket *b =
-		    mallocx(sizeof(struct bucket), s->mflags | MALLOCX_ALIGN(64));
+		struct bucket *b = mallocx(sizeof(struct bucket), s->mflags | MALLOCX_ALIGN(64));
 		if (!b)
 			return false;
 		b->e[0] = (uint64_t)(uintptr_t)s->spare;

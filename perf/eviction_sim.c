@@ -141,7 +141,7 @@ int main(int argc, char **argv)
 				hits++;
 				continue;
 			}
-			it = sl_store_alloc(s, h, k, 16, vlen, 1000);
+			it = sl_store_alloc(s, k, 16, vlen, 1000);
 			if (it) {
 				memcpy(sl_item_value(it), v, vlen);
 				sl_store_link(s, it, NULL, h);

@@ -180,8 +180,8 @@ struct sl_item *sl_store_get(struct sl_store *s, uint64_t hash, const char *key,
  * @return the item, or NULL when it can never fit (errno E2BIG) or nothing
  *         is left to evict (ENOMEM).
  */
-struct sl_item *sl_store_alloc(struct sl_store *s, uint64_t hash, const char *key, size_t klen,
-                               size_t vlen, uint32_t now);
+struct sl_item *sl_store_alloc(struct sl_store *s, const char *key, size_t klen, size_t vlen,
+                               uint32_t now);
 
 /**
  * Keep @p it from being evicted by the following sl_store_alloc calls, until

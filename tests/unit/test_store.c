@@ -35,7 +35,7 @@ static struct sl_item *put(const char *k, const char *v, uint32_t exp)
 {
 	uint64_t h = sl_key_hash(k, strlen(k));
 	struct sl_item *old = sl_store_get(S, h, k, strlen(k), 1000);
-	struct sl_item *it = sl_store_alloc(S, h, k, strlen(k), strlen(v), 1000);
+	struct sl_item *it = sl_store_alloc(S, k, strlen(k), strlen(v), 1000);
 	if (!it)
 		return NULL;
 	memcpy(sl_item_value(it), v, strlen(v));
@@ -198,8 +198,7 @@ Test(store, limit_is_never_exceeded_and_clock_evicts_cold)
 Test(store, too_large_and_pin)
 {
 	static char big[1 << 20];
-	uint64_t h = sl_key_hash("b", 1);
-	cr_assert_null(sl_store_alloc(S, h, "b", 1, sizeof(big), 1000));
+	cr_assert_null(sl_store_alloc(S, "b", 1, sizeof(big), 1000));
 	cr_assert_eq(errno, E2BIG);
 	(void)big;
 	/* a pinned item survives allocations that need its memory */
@@ -208,8 +207,7 @@ Test(store, too_large_and_pin)
 	char k[32];
 	for (int i = 0; i < 3000; i++) {
 		snprintf(k, sizeof(k), "f%d", i);
-		struct sl_item *it =
-		    sl_store_alloc(S, sl_key_hash(k, strlen(k)), k, strlen(k), 900, 1000);
+		struct sl_item *it = sl_store_alloc(S, k, strlen(k), 900, 1000);
 		if (it)
 			sl_store_link(S, it, NULL, sl_key_hash(k, strlen(k)));
 	}
