@@ -1,8 +1,10 @@
 /*
  * Keys, slots and owner cores.
  *
- * Every key is hashed exactly once, with XXH3-64 (seed 0), where the request
- * is parsed; the 64-bit hash then travels with the request. The slot is
+ * Every request's key is hashed exactly once, with XXH3-64 (seed 0), where
+ * the request is parsed; the 64-bit hash then travels with the request (the
+ * store hashes stored keys again only when it splits an index bucket, as
+ * items do not keep their hash). The slot is
  * h % 16384, Redis Cluster's slot count: the unit of ownership, replication
  * and migration. Inside a node each slot belongs to one worker core, recorded
  * in a slot map (one byte per slot, 16 KiB, read-only on the data path):

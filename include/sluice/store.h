@@ -51,7 +51,7 @@
  *     8      4        4       4       4      1      1
  *
  * A 16 B key and 64 B value make a 106-byte item, which jemalloc rounds to
- * its 112-byte class: 32 bytes beyond key and value, plus about 11 bytes of
+ * its 112-byte class: 32 bytes beyond key and value, plus about 13 bytes of
  * index (a 64-byte bucket per six items, and the overflow buckets).
  *
  * Eviction: CLOCK whose hand walks the index, bucket by bucket and entry by
