@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include <jemalloc/jemalloc.h>
 
@@ -30,7 +32,6 @@
 #define LOAD 6
 #define SEG_SHIFT 10
 #define SEG_BUCKETS (1u << SEG_SHIFT)
-#define HASH_SHIFT 14 /* bits below are the slot, the same for many keys */
 
 /* An eviction looks at a bounded number of items, so one allocation never
  * stalls the core; past that it takes the next item whatever its bit. */
@@ -58,6 +59,7 @@ struct sl_store {
 	struct bucket *spare; /* overflow buckets not in a chain, for reuse */
 	size_t nspare;
 	size_t noverflow;  /* overflow buckets allocated (in use or spare) */
+	uint64_t secret;   /* keys the index hash: see keyed() */
 	uint64_t *scratch; /* a chain's entries during a split */
 	size_t scratch_cap;
 	size_t limit;
@@ -77,6 +79,22 @@ struct sl_store {
 
 _Static_assert(sizeof(struct bucket) == 64, "bucket is one cache line");
 _Static_assert(sizeof(struct sl_item) == 26, "item header size");
+
+/*
+ * The index does not use the key's XXH3 hash as it is: XXH3 with seed 0 is
+ * public (the slot contract needs it), so anyone could find keys that share
+ * a bucket and grow one chain without end, making every lookup in it slow
+ * (hash flooding). The index hash is a bijective mix of the XXH3 hash with
+ * a per-store random secret; keys only share a bucket by chance, unless
+ * their whole 64-bit XXH3 hashes collide.
+ */
+static inline uint64_t keyed(const struct sl_store *s, uint64_t h)
+{
+	uint64_t x = h ^ s->secret;
+	x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+	x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
+	return x ^ (x >> 31);
+}
 
 static inline uint16_t tag_of(uint64_t h)
 {
@@ -117,9 +135,9 @@ static inline struct bucket *next_of(const struct bucket *bk)
 
 static inline uint64_t addr_of(const struct sl_store *s, uint64_t h)
 {
-	uint64_t a = (h >> HASH_SHIFT) & s->low_mask;
+	uint64_t a = h & s->low_mask;
 	if (a < s->split)
-		a = (h >> HASH_SHIFT) & (2 * s->low_mask + 1);
+		a = h & (2 * s->low_mask + 1);
 	return a;
 }
 
@@ -204,6 +222,8 @@ struct sl_store *sl_store_create(const struct sl_store_conf *conf)
 		s->tcache = ~0u;
 		s->mflags = MALLOCX_ARENA(s->arena) | MALLOCX_TCACHE_NONE;
 	}
+	if (getrandom(&s->secret, sizeof(s->secret), 0) != sizeof(s->secret))
+		s->secret = (uint64_t)(uintptr_t)s ^ ((uint64_t)time(NULL) << 20);
 	s->low_mask = SEG_BUCKETS - 1;
 	s->nbuckets = SEG_BUCKETS;
 	if (!ensure_bucket(s, 0)) {
@@ -318,7 +338,7 @@ static void drop_entry(struct sl_store *s, uint64_t *e)
 
 void sl_store_unlink(struct sl_store *s, struct sl_item *it, uint64_t hash)
 {
-	uint64_t *e = entry_slot(s, it, hash);
+	uint64_t *e = entry_slot(s, it, keyed(s, hash));
 	if (e) {
 		drop_entry(s, e);
 	} else {
@@ -344,8 +364,8 @@ static void count_reclaim(struct sl_store *s, const struct sl_item *it)
 struct sl_item *sl_store_get(struct sl_store *s, uint64_t hash, const char *key, size_t klen,
                              uint32_t now)
 {
-	uint64_t tag = tag_of(hash);
-	for (struct bucket *bk = bucket_of(s, hash); bk; bk = next_of(bk)) {
+	uint64_t k = keyed(s, hash), tag = tag_of(k);
+	for (struct bucket *bk = bucket_of(s, k); bk; bk = next_of(bk)) {
 		/* all eight entries: neither an empty entry nor a link (tag bits
 		 * 0, as user-space pointers are below 2^47) matches a tag */
 		for (unsigned i = 0; i < WAYS; i++) {
@@ -531,7 +551,7 @@ static void chain_fill(struct sl_store *s, struct bucket *bk, const uint64_t *e,
 static void split_one(struct sl_store *s)
 {
 	uint64_t p = s->split, img = p + s->low_mask + 1;
-	uint64_t bit = (s->low_mask + 1) << HASH_SHIFT;
+	uint64_t bit = s->low_mask + 1;
 	if (!ensure_bucket(s, img))
 		return;
 	struct bucket *head = bucket_at(s, p), *dst = bucket_at(s, img);
@@ -554,7 +574,7 @@ static void split_one(struct sl_store *s)
 			if (!e)
 				continue;
 			struct sl_item *it = entry_item(e);
-			if (sl_key_hash(it->data, it->klen) & bit)
+			if (keyed(s, sl_key_hash(it->data, it->klen)) & bit)
 				s->scratch[--hi] = e;
 			else
 				s->scratch[lo++] = e;
@@ -581,9 +601,9 @@ static void split_one(struct sl_store *s)
 
 void sl_store_link(struct sl_store *s, struct sl_item *it, struct sl_item *old, uint64_t hash)
 {
-	uint64_t e = entry_of(hash, it);
+	uint64_t k = keyed(s, hash), e = entry_of(k, it);
 	if (old) {
-		uint64_t *slot = entry_slot(s, old, hash);
+		uint64_t *slot = entry_slot(s, old, k);
 		if (slot) {
 			drop_entry(s, slot);
 			*slot = e;
@@ -591,7 +611,7 @@ void sl_store_link(struct sl_store *s, struct sl_item *it, struct sl_item *old, 
 		}
 		sl_store_unlink(s, old, hash);
 	}
-	if (!chain_insert(s, bucket_of(s, hash), e)) {
+	if (!chain_insert(s, bucket_of(s, k), e)) {
 		/* cannot index it: drop it rather than corrupt the store */
 		item_release(s, it);
 		s->st.oom++;
@@ -639,13 +659,13 @@ unsigned sl_store_sweep(struct sl_store *s, uint32_t now, unsigned budget)
 
 void sl_store_prefetch_bucket(const struct sl_store *s, uint64_t hash)
 {
-	__builtin_prefetch(bucket_of(s, hash));
+	__builtin_prefetch(bucket_of(s, keyed(s, hash)));
 }
 
 void sl_store_prefetch_items(const struct sl_store *s, uint64_t hash)
 {
-	const struct bucket *bk = bucket_of(s, hash);
-	uint64_t tag = tag_of(hash);
+	uint64_t k = keyed(s, hash), tag = tag_of(k);
+	const struct bucket *bk = bucket_of(s, k);
 	for (unsigned i = 0; i < WAYS; i++)
 		if (bk->e[i] >> TAG_SHIFT == tag)
 			__builtin_prefetch(entry_item(bk->e[i]));
@@ -684,6 +704,11 @@ struct sl_class_stats *sl_store_class(struct sl_store *s, unsigned cls)
 size_t sl_store_limit(const struct sl_store *s)
 {
 	return s->limit;
+}
+
+uint64_t sl_store_bucket(const struct sl_store *s, uint64_t hash)
+{
+	return addr_of(s, keyed(s, hash));
 }
 
 size_t sl_store_index_bytes(const struct sl_store *s)

@@ -27,16 +27,17 @@
  *                   +--------+--------+-- ... --+--------+---------------+
  *                      8 B      8 B                8 B          8 B
  *
- * The table grows one bucket at a time: when there are more than six items
- * per bucket, the bucket under the split pointer is split in two, its items
- * divided by one more bit of their hash (the keys are hashed again for it:
- * the item has no room for its hash). Address of a hash h, with n = 2^L
- * buckets at the start of the round and p buckets split so far:
+ * The index hash h is the key's XXH3 hash mixed with a per-store random
+ * secret, so that nobody can pick keys that pile into one bucket (hash
+ * flooding). The table grows one bucket at a time: when there are more
+ * than six items per bucket, the bucket under the split pointer is split in
+ * two, its items divided by one more bit of their hash (the keys are hashed
+ * again for it: the item has no room for its hash). Address of h, with
+ * n = 2^L buckets at the start of the round and p buckets split so far:
  *
- *   a = (h >> 14) mod n;  if (a < p) a = (h >> 14) mod 2n
+ *   a = h mod n;  if (a < p) a = h mod 2n        (bits 48-63 are the tag)
  *
- * (bits 0-13 pick the slot, which is the same for all keys of a core's
- * slots; bits 48-63 are the tag). Buckets live in 1024-bucket (64 KiB)
+ * Buckets live in 1024-bucket (64 KiB)
  * segments reached through a small directory, so growing never copies or
  * moves the table and a split moves at most one chain: bounded work per
  * insert, no stop-the-world rehash. The index never shrinks (neither does
@@ -247,6 +248,9 @@ const struct sl_store_stats *sl_store_stats(const struct sl_store *s);
  *  may update the hit counters through it, readers only read. */
 struct sl_class_stats *sl_store_class(struct sl_store *s, unsigned cls);
 size_t sl_store_limit(const struct sl_store *s);
+/** Index bucket a key of hash @p hash lives in now (for tests). */
+uint64_t sl_store_bucket(const struct sl_store *s, uint64_t hash);
+
 /** Bytes held by the index (segments and overflow buckets). */
 size_t sl_store_index_bytes(const struct sl_store *s);
 

@@ -136,7 +136,7 @@ Test(store, long_chains_split_and_repack)
 	int n = 0;
 	for (unsigned i = 0; n < 300; i++) {
 		snprintf(k, sizeof(k), "c%u", i);
-		if (((sl_key_hash(k, strlen(k)) >> 14) & 1023) == 5)
+		if (sl_store_bucket(S, sl_key_hash(k, strlen(k))) == 5)
 			strcpy(keys[n++], k);
 	}
 	for (int i = 0; i < n; i++)
@@ -155,6 +155,30 @@ Test(store, long_chains_split_and_repack)
 	for (int i = 0; i < n; i++)
 		cr_assert((get(keys[i], 1000) != NULL) == (i % 3 != 0), "%s", keys[i]);
 	cr_assert_eq(sl_store_stats(S)->evictions, 0);
+}
+
+/* Keys chosen to share bits of their public XXH3 hash (what an attacker can
+ * compute) do not share a bucket: the index hash is keyed with a secret. */
+Test(store, chosen_keys_do_not_pile_into_one_bucket)
+{
+	char k[32];
+	static uint64_t b[300];
+	int n = 0;
+	for (unsigned i = 0; n < 300; i++) {
+		snprintf(k, sizeof(k), "x%u", i);
+		uint64_t h = sl_key_hash(k, strlen(k));
+		if (((h >> 14) & 1023) == 5) /* the bits the index once used */
+			b[n++] = sl_store_bucket(S, h);
+	}
+	int distinct = 0;
+	for (int i = 0; i < n; i++) {
+		int seen = 0;
+		for (int j = 0; j < i && !seen; j++)
+			seen = b[j] == b[i];
+		distinct += !seen;
+	}
+	/* 300 random picks of 1,024 buckets: about 258 distinct */
+	cr_assert_gt(distinct, 200, "%d distinct buckets", distinct);
 }
 
 Test(store, expiry_is_lazy_and_exact)
