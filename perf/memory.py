@@ -6,18 +6,15 @@ both with the same memory limit.   perf/memory.py [--mib 1024] [--keys 1000000]"
 import argparse
 import os
 import subprocess
+import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from perflib import rss, start, stop  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 B = os.path.join(ROOT, "build")
 EAL = ["--no-pci", "--no-huge", "-m", "2048", "--log-level", "*:error"]
-
-
-def rss(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def fill(args):
@@ -34,31 +31,27 @@ def main():
           "--duration", "0.1", "--window", "64", "--get-ratio", "1"]
     payload = 16 + 64
     sock = f"/run/sluice-mem-{os.getpid()}.sock"
-    p = subprocess.Popen([os.path.join(B, "sluiced")] + EAL + ["--file-prefix", "memsl", "--lcores", "0@0,1@0",
-                          "--vdev", f"net_memif0,role=server,socket={sock}", "--", "--ip", "198.18.0.1/24",
-                          "--tcp", "off", "--workers", "1", "--memory", str(a.mib)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(2)
+    p = start([os.path.join(B, "sluiced")] + EAL + ["--file-prefix", "memsl", "--lcores", "0@0,1@0",
+               "--vdev", f"net_memif0,role=server,socket={sock}", "--", "--ip", "198.18.0.1/24",
+               "--tcp", "off", "--workers", "1", "--memory", str(a.mib)],
+              "sluiced: ready", f"/tmp/sluice-mem-{os.getpid()}.log")
     r0 = rss(p.pid)
     fill([os.path.join(B, "perf", "sluice-bench")] + EAL + ["--file-prefix", "memg", "--lcores", "0@1",
          "--vdev", f"net_memif0,role=client,socket={sock}", "--", "--mode", "dpdk", "--server-ip",
          "198.18.0.1", "--client-ip", "198.18.0.2"] + wl)
     time.sleep(0.5)
     r1 = rss(p.pid)
-    p.terminate()
-    p.wait()
+    stop(p)
     s_per = (r1 - r0) / a.keys - payload
 
     port = 43000 + os.getpid() % 1000
-    m = subprocess.Popen(["memcached", "-u", "nobody", "-t", "1", "-m", str(a.mib), "-l", "127.0.0.1",
-                          "-p", str(port), "-U", str(port)])
-    time.sleep(0.5)
+    m = start(["memcached", "-u", "nobody", "-t", "1", "-m", str(a.mib), "-l", "127.0.0.1",
+               "-p", str(port), "-U", str(port)])
     m0 = rss(m.pid)
     fill([os.path.join(B, "perf", "sluice-bench"), "--mode", "kernel", "--server", f"127.0.0.1:{port}"] + wl)
     time.sleep(0.5)
     m1 = rss(m.pid)
-    m.terminate()
-    m.wait()
+    stop(m)
     m_per = (m1 - m0) / a.keys - payload
     print(f"{a.keys} items, 16 B keys + 64 B values, -m {a.mib}")
     print(f"sluiced:   RSS +{(r1 - r0) / 2**20:.1f} MiB -> {s_per:.1f} bytes per item beyond key and value")

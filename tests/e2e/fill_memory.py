@@ -2,20 +2,15 @@
 resident memory of sluiced before and after. Used by test_memory.py and by
 hand:  python3 tests/e2e/fill_memory.py [MiB] [value_size] [times]"""
 import os
-import socket
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sluice_harness import Node, tcp_exchange  # noqa: E402
+from sluice_harness import ROOT, Node, tcp_exchange  # noqa: E402
 
+sys.path.insert(0, os.path.join(ROOT, "perf"))
+from perflib import rss  # noqa: E402
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def fill(node, total_bytes, vsize, batch=200):
@@ -39,7 +34,7 @@ def measure(mib=64, vsize=4000, times=3, workers=1):
     node = Node(idx=3, workers=workers, memory=mib)
     node.start()
     try:
-        base = rss_kib(node.proc.pid)
+        base = rss(node.proc.pid) // 1024
         n = fill(node, times * mib * 1024 * 1024, vsize)
         time.sleep(0.5)
         st = node.stats()
@@ -48,7 +43,7 @@ def measure(mib=64, vsize=4000, times=3, workers=1):
         c.close()
         return {
             "limit_mib": mib, "value_bytes": vsize, "items_written": n,
-            "rss_start_kib": base, "rss_after_kib": rss_kib(node.proc.pid),
+            "rss_start_kib": base, "rss_after_kib": rss(node.proc.pid) // 1024,
             "bytes": int(st["bytes"]), "limit_maxbytes": int(st["limit_maxbytes"]),
             "hash_bytes": int(st["hash_bytes"]), "curr_items": int(st["curr_items"]),
             "evictions": int(st["evictions"]),

@@ -5,22 +5,16 @@ back to a pcap are the right memcached replies to the right requests."""
 import os
 import struct
 import subprocess
+import sys
 
 from sluice_harness import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "perf"))
+from perflib import pcap_records as records  # noqa: E402
 
 BENCH = os.path.join(ROOT, "build", "perf", "sluice-bench")
 REPLAY = os.path.join(ROOT, "perf", "pcap-replay")
 HDR = 14 + 20 + 8  # Ethernet, IPv4, UDP
-
-
-def records(path):
-    d = open(path, "rb").read()
-    out, off = [], 24
-    while off + 16 <= len(d):
-        n = struct.unpack("<I", d[off + 8:off + 12])[0]
-        out.append(d[off + 16:off + 16 + n])
-        off += 16 + n
-    return out
 
 
 def test_replayed_pcap_is_answered(tmp_path):
