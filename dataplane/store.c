@@ -389,12 +389,11 @@ struct sl_item *sl_store_get(struct sl_store *s, uint64_t hash, const char *key,
 /* Evict one item with CLOCK. Returns false when nothing can be evicted. */
 static bool evict_one(struct sl_store *s, uint32_t now)
 {
-	uint64_t evictable = s->st.curr_items - (s->pin ? 1 : 0);
-	if (s->st.curr_items == 0 || evictable == 0)
-		return false;
+	if (s->st.curr_items <= (s->pin ? 1u : 0u))
+		return false; /* nothing, or only the pinned item */
 	for (unsigned scanned = 0;;) {
 		uint64_t *e = pos_next(s, &s->hand);
-		if (!e || !*e)
+		if (!*e)
 			continue;
 		struct sl_item *it = entry_item(*e);
 		if (it == s->pin)

@@ -147,13 +147,15 @@ int sl_worker_main(void *arg)
 		 * hashes computed for it go with the requests (hashed once) */
 		uint64_t h[SL_BURST] = {0};
 		if (n > 1) {
+			bool mine[SL_BURST];
 			for (uint16_t i = 0; i < n; i++) {
 				h[i] = peek_get_hash(a, pkts[i]);
-				if (h[i] && sl_slot_owner(&a->map, h[i]) == w->idx)
+				mine[i] = h[i] && sl_slot_owner(&a->map, h[i]) == w->idx;
+				if (mine[i])
 					sl_store_prefetch_bucket(w->ex.store, h[i]);
 			}
 			for (uint16_t i = 0; i < n; i++)
-				if (h[i] && sl_slot_owner(&a->map, h[i]) == w->idx)
+				if (mine[i])
 					sl_store_prefetch_items(w->ex.store, h[i]);
 		}
 		for (uint16_t i = 0; i < n; i++) {
