@@ -666,8 +666,16 @@ void sl_store_prefetch_items(const struct sl_store *s, uint64_t hash)
 	uint64_t k = keyed(s, hash), tag = tag_of(k);
 	const struct bucket *bk = bucket_of(s, k);
 	for (unsigned i = 0; i < WAYS; i++)
-		if (bk->e[i] >> TAG_SHIFT == tag)
-			__builtin_prefetch(entry_item(bk->e[i]));
+		if (bk->e[i] >> TAG_SHIFT == tag) {
+			/* items are 16-byte aligned, not line aligned: a small
+			 * one (header, key and value, 112 bytes for MICA's
+			 * 16/64) straddles up to three lines, and its key or
+			 * even klen may sit in the second */
+			const char *it = (const char *)entry_item(bk->e[i]);
+			__builtin_prefetch(it);
+			__builtin_prefetch(it + 64);
+			__builtin_prefetch(it + 127);
+		}
 	if (is_link(bk->e[WAYS - 1]))
 		__builtin_prefetch(link_of(bk->e[WAYS - 1]));
 }
