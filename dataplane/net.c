@@ -126,7 +126,7 @@ static void handle_icmp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *
 }
 
 static void handle_udp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m,
-		       struct rte_ipv4_hdr *ip, uint16_t ihl, uint64_t key_hash)
+                       struct rte_ipv4_hdr *ip, uint16_t ihl, uint64_t key_hash, uint32_t key_len)
 {
 	uint16_t tot = rte_be_to_cpu_16(ip->total_length);
 	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)((uint8_t *)ip + ihl);
@@ -190,12 +190,12 @@ static void handle_udp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m
 	}
 	sl_conv_reset(&msg->conv, in, len, true);
 	if (key_hash)
-		sl_conv_hint(&msg->conv, SL_PEEK_KEY_OFF, key_hash);
+		sl_conv_hint(&msg->conv, SL_PEEK_KEY_OFF, key_len, key_hash);
 	sl_msg_run(a, w, msg);
 }
 
 int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uint64_t tsc,
-		  uint64_t key_hash)
+                  uint64_t key_hash, uint32_t key_len)
 {
 	w->ex.st.rx_packets++;
 	if (m->data_len < sizeof(struct rte_ether_hdr)) {
@@ -258,7 +258,7 @@ int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uin
 			rte_pktmbuf_free(m);
 			return 0;
 		}
-		handle_udp(a, w, m, ip, ihl, key_hash);
+		handle_udp(a, w, m, ip, ihl, key_hash, key_len);
 		break;
 	case IPPROTO_ICMP:
 		handle_icmp(a, w, m, ip, ihl);
@@ -270,6 +270,45 @@ int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uin
 	return 0;
 }
 
+/* Where a reply goes: the request's sender (all in network order). */
+struct peer {
+	struct rte_ether_addr mac;
+	uint32_t ip;
+	uint16_t port;
+};
+
+/* Write Ethernet, IPv4, UDP and frame headers for a reply datagram of
+ * @p chunk reply bytes at @p p; returns where the reply bytes go. */
+static uint8_t *write_headers(struct sl_app *a, struct sl_worker *w, uint8_t *p,
+                              const struct peer *to, const struct sl_frame *f, size_t chunk)
+{
+	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
+	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
+	uint8_t *fr = (uint8_t *)(udp + 1);
+	eth->dst_addr = to->mac;
+	eth->src_addr = a->mac;
+	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	ip->version_ihl = RTE_IPV4_VHL_DEF;
+	ip->type_of_service = 0;
+	ip->total_length =
+	    rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + sizeof(*udp) + SL_FRAME_LEN + chunk));
+	ip->packet_id = rte_cpu_to_be_16(w->ip_id++);
+	ip->fragment_offset = 0;
+	ip->time_to_live = 64;
+	ip->next_proto_id = IPPROTO_UDP;
+	ip->src_addr = a->cfg.ip;
+	ip->dst_addr = to->ip;
+	ip->hdr_checksum = 0;
+	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	udp->src_port = rte_cpu_to_be_16(a->cfg.udp_port);
+	udp->dst_port = to->port;
+	udp->dgram_len = rte_cpu_to_be_16((uint16_t)(sizeof(*udp) + SL_FRAME_LEN + chunk));
+	udp->dgram_cksum = 0;
+	sl_frame_encode(fr, f);
+	return fr + SL_FRAME_LEN;
+}
+
 void sl_net_send_reply(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg)
 {
 	const struct sl_buf *o = &msg->conv.out;
@@ -278,7 +317,6 @@ void sl_net_send_reply(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg
 	uint32_t n = sl_frame_count(o->len);
 	if (n > UINT16_MAX)
 		n = UINT16_MAX;
-	static __thread uint16_t ip_id;
 	for (uint32_t i = 0; i < n; i++) {
 		size_t off = (size_t)i * SL_UDP_CHUNK;
 		size_t chunk = o->len - off < SL_UDP_CHUNK ? o->len - off : SL_UDP_CHUNK;
@@ -302,33 +340,50 @@ void sl_net_send_reply(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg
 			return;
 		}
 		uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(HDR_LEN + chunk));
-		struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
-		struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
-		struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
-		uint8_t *fr = (uint8_t *)(udp + 1);
-		eth->dst_addr = msg->peer_mac;
-		eth->src_addr = a->mac;
-		eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-		ip->version_ihl = RTE_IPV4_VHL_DEF;
-		ip->type_of_service = 0;
-		ip->total_length =
-		    rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + sizeof(*udp) + SL_FRAME_LEN + chunk));
-		ip->packet_id = rte_cpu_to_be_16(ip_id++);
-		ip->fragment_offset = 0;
-		ip->time_to_live = 64;
-		ip->next_proto_id = IPPROTO_UDP;
-		ip->src_addr = a->cfg.ip;
-		ip->dst_addr = msg->peer_ip;
-		ip->hdr_checksum = 0;
-		ip->hdr_checksum = rte_ipv4_cksum(ip);
-		udp->src_port = rte_cpu_to_be_16(a->cfg.udp_port);
-		udp->dst_port = msg->peer_port;
-		udp->dgram_len = rte_cpu_to_be_16((uint16_t)(sizeof(*udp) + SL_FRAME_LEN + chunk));
-		udp->dgram_cksum = 0;
 		struct sl_frame f = {.id = msg->frame_id, .seq = (uint16_t)i, .count = (uint16_t)n};
-		sl_frame_encode(fr, &f);
-		memcpy(fr + SL_FRAME_LEN, o->p + off, chunk);
+		struct peer to = {msg->peer_mac, msg->peer_ip, msg->peer_port};
+		uint8_t *fr = write_headers(a, w, p, &to, &f, chunk);
+		memcpy(fr, o->p + off, chunk);
 		w->ex.st.bytes_written += chunk;
 		sl_worker_tx(a, w, m);
 	}
+}
+
+bool sl_net_get1(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uint64_t hash,
+                 uint32_t klen)
+{
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
+	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
+	uint8_t *fr = (uint8_t *)(udp + 1);
+	uint32_t req_len = SL_PEEK_KEY_OFF + klen + 2;
+	uint16_t ulen = (uint16_t)(sizeof(*udp) + SL_FRAME_LEN + req_len);
+	size_t room = (size_t)m->buf_len - m->data_off;
+	struct sl_frame f;
+	/* What sl_net_handle and handle_udp would check before running the
+	 * request; the pre-pass has checked the rest (one segment, IPv4
+	 * without options, UDP to our port, a payload of exactly one "get
+	 * <key>\r\n"). The reply goes out in the request's mbuf. */
+	if (ip->dst_addr != a->cfg.ip || rte_ipv4_frag_pkt_is_fragmented(ip) ||
+	    udp->dgram_len != rte_cpu_to_be_16(ulen) ||
+	    ip->total_length != rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + ulen)) ||
+	    sizeof(*eth) + sizeof(*ip) + ulen > m->data_len ||
+	    sl_frame_decode(fr, SL_FRAME_LEN, &f) != SL_FRAME_OK || rte_mbuf_refcnt_read(m) != 1 ||
+	    !RTE_MBUF_DIRECT(m) || room < HDR_LEN + SL_UDP_CHUNK)
+		return false;
+	char *out = (char *)fr + SL_FRAME_LEN;
+	int n = sl_exec_get1(&w->ex, out + SL_PEEK_KEY_OFF, klen, hash, req_len, w->now, out,
+	                     SL_UDP_CHUNK);
+	if (n < 0)
+		return false;
+	struct peer to = {eth->src_addr, ip->src_addr, udp->src_port};
+	f.reserved = 0;
+	write_headers(a, w, (uint8_t *)eth, &to, &f, (size_t)n);
+	m->data_len = (uint16_t)(HDR_LEN + (size_t)n);
+	m->pkt_len = m->data_len;
+	m->ol_flags = 0; /* RX's offload flags mean nothing to TX */
+	w->ex.st.rx_packets++;
+	w->ex.st.bytes_written += (uint64_t)n;
+	sl_worker_tx(a, w, m);
+	return true;
 }

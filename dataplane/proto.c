@@ -12,6 +12,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include "sluice/proto.h"
 
 #define E_BADFMT "CLIENT_ERROR bad command line format"
@@ -795,6 +799,46 @@ enum sl_parse_status sl_parse(const char *buf, size_t len, size_t max_item, stru
 	struct tokens tk;
 	tokenize(buf, el, &tk);
 	return dispatch(buf, len, line_used, max_item, &tk, r);
+}
+
+/* Index of the first byte of buf[i..len) that may end a key (space, LF, CR,
+ * NUL), or len: sixteen bytes a step where SSE2 is there (every x86-64),
+ * as a byte loop costs ~13 instructions a key byte. */
+static size_t key_stop(const char *buf, size_t i, size_t len)
+{
+#ifdef __SSE2__
+	const __m128i sp = _mm_set1_epi8(' '), lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r'),
+	              nul = _mm_setzero_si128();
+	for (; i + 16 <= len; i += 16) {
+		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)(buf + i));
+		__m128i m =
+		    _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, sp), _mm_cmpeq_epi8(x, lf)),
+		                 _mm_or_si128(_mm_cmpeq_epi8(x, cr), _mm_cmpeq_epi8(x, nul)));
+		unsigned bits = (unsigned)_mm_movemask_epi8(m);
+		if (bits)
+			return i + (size_t)__builtin_ctz(bits);
+	}
+#endif
+	while (i < len && buf[i] != ' ' && buf[i] != '\n' && buf[i] != '\r' && buf[i] != '\0')
+		i++;
+	return i;
+}
+
+size_t sl_peek_get(const char *buf, size_t len, bool *only)
+{
+	*only = false;
+	if (len < SL_PEEK_KEY_OFF + 1 || memcmp(buf, "get ", SL_PEEK_KEY_OFF) != 0)
+		return 0;
+	/* where sl_parse's key ends: a space, a NUL, the end of the line
+	 * ("\n" or "\r\n"; a lone "\r" is part of the key) */
+	size_t e = key_stop(buf, SL_PEEK_KEY_OFF, len);
+	while (e + 1 < len && buf[e] == '\r' && buf[e + 1] != '\n')
+		e = key_stop(buf, e + 1, len);
+	size_t klen = e - SL_PEEK_KEY_OFF;
+	if (e == len || (buf[e] == '\r' && e + 1 == len) || klen == 0 || klen > SL_KEY_MAX)
+		return 0; /* the key's end is not in sight yet */
+	*only = e + 2 == len && buf[e] == '\r' && buf[e + 1] == '\n';
+	return klen;
 }
 
 static const char *const cmd_names[SL_CMD__COUNT] = {

@@ -83,7 +83,8 @@ struct sl_worker {
 	struct rte_ip_frag_death_row dr;
 	struct rte_mbuf *tx[SL_BURST * 4];
 	unsigned ntx;
-	uint32_t now; /* unix seconds, read once per loop iteration */
+	uint32_t now;   /* unix seconds, read once per loop iteration */
+	uint16_t ip_id; /* IPv4 id of the next datagram sent */
 } __rte_cache_aligned;
 
 struct sl_app {
@@ -103,11 +104,17 @@ struct sl_app {
 
 extern struct sl_app *sl_app;
 
-/* net.c: packets. @p key_hash: hash of the first key of a "get", found by
- * the burst pre-pass (key at SL_PEEK_KEY_OFF of the request), or 0. */
-#define SL_PEEK_KEY_OFF 4 /* after "get " */
+/* net.c: packets. @p key_hash, @p key_len: hash and length of the first key
+ * of a "get", found by the burst pre-pass (key at SL_PEEK_KEY_OFF of the
+ * request), or 0. */
 int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uint64_t tsc,
-		  uint64_t key_hash);
+                  uint64_t key_hash, uint32_t key_len);
+/* A datagram of exactly "get <key>\r\n", the key (klen bytes, hash @p hash)
+ * on this worker's core, answered in place in its own mbuf. Returns false,
+ * leaving @p m as it was, when the packet is not that (then sl_net_handle
+ * takes it) or the reply would need more than one datagram. */
+bool sl_net_get1(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uint64_t hash,
+                 uint32_t klen);
 void sl_net_send_reply(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg);
 void sl_worker_tx(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m);
 void sl_worker_tx_flush(struct sl_app *a, struct sl_worker *w);

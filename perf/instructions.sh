@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per GET and per SET through the request path (parse, owner
 # check, store, reply; no NIC), counted by callgrind: repeatable on a noisy
-# machine. Fails when a count is more than 10% above perf/instructions.baseline.
+# machine. get1 is a datagram of exactly "get <key>\r\n" (sluiced's fast path),
+# get the same request through the general path. Fails when a count is more than 10% above perf/instructions.baseline.
 #   perf/instructions.sh            check against the baseline
 #   perf/instructions.sh --record   write the current counts as the baseline
 set -euo pipefail
@@ -17,14 +18,14 @@ count() { # op n -> total instructions
     echo "$ir"
 }
 declare -A per
-for op in get set; do
+for op in get1 get set; do
     a=$(count $op $N1); b=$(count $op $N2)
     per[$op]=$(( (b - a) / (N2 - N1) ))
     echo "instructions per $op: ${per[$op]}"
 done
 base=perf/instructions.baseline
 if [[ "${1:-}" == "--record" ]]; then
-    printf 'get %s\nset %s\n' "${per[get]}" "${per[set]}" > $base
+    printf 'get1 %s\nget %s\nset %s\n' "${per[get1]}" "${per[get]}" "${per[set]}" > $base
     echo "recorded $base"
     exit 0
 fi

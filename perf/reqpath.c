@@ -2,8 +2,11 @@
  * The request path without the NIC, for instruction counting under
  * callgrind: parse -> owner check -> store lookup/insert -> reply, for N
  * GETs (hits) or N SETs of 16-byte keys and 64-byte values on one core.
+ * "get" is the general path (sl_exec_run, any request); "get1" is what
+ * sluiced does for a datagram of exactly "get <key>\r\n": sl_peek_get, the
+ * hash, the owner check and sl_exec_get1 writing the reply.
  *
- *   valgrind --tool=callgrind build/perf/reqpath get 100000
+ *   valgrind --tool=callgrind build/perf/reqpath get1 100000
  *
  * perf/instructions.sh runs it at two counts and takes the difference, so
  * set-up cost cancels out and what is left is instructions per request.
@@ -18,9 +21,10 @@
 
 int main(int argc, char **argv)
 {
-	if (argc != 3 || (strcmp(argv[1], "get") && strcmp(argv[1], "set")))
+	if (argc != 3 ||
+	    (strcmp(argv[1], "get") && strcmp(argv[1], "get1") && strcmp(argv[1], "set")))
 		return 2;
-	bool get = !strcmp(argv[1], "get");
+	bool get = strcmp(argv[1], "set") != 0, get1 = !strcmp(argv[1], "get1");
 	long n = atol(argv[2]);
 	static struct sl_slot_map map;
 	static struct sl_node node;
@@ -53,8 +57,23 @@ int main(int argc, char **argv)
 			    (uint32_t)snprintf(reqs[k], sizeof(reqs[k]), "get key:%012d\r\n", k);
 	}
 	size_t out = 0;
+	static char reply[1392];
 	for (long i = 0; i < n; i++) {
 		unsigned k = (unsigned)((i * 40503u) & (KEYS - 1)), to;
+		bool only;
+		size_t klen;
+		if (get1 && (klen = sl_peek_get(reqs[k], lens[k], &only)) != 0 && only) {
+			const char *key = reqs[k] + SL_PEEK_KEY_OFF;
+			uint64_t h = sl_key_hash(key, klen);
+			if (sl_slot_owner(&map, h) == ex.core) {
+				int r = sl_exec_get1(&ex, key, klen, h, lens[k], 1700000000u, reply,
+				                     sizeof(reply));
+				if (r >= 0) {
+					out += (size_t)r;
+					continue;
+				}
+			}
+		}
 		sl_conv_reset(&conv, reqs[k], lens[k], true);
 		sl_exec_run(&ex, &conv, 1700000000u, &to);
 		out += conv.out.len;

@@ -150,6 +150,7 @@ struct sl_conv {
 	uint32_t key_pos;    /* get family: where the key list resumes */
 	uint32_t bcast_next; /* flush_all / stats reset: next core to visit */
 	uint32_t hint_off;   /* hash hint: key offset within in, +1 (0 = none) */
+	uint32_t hint_len;   /* and the key's length */
 	uint64_t hint_hash;
 	uint32_t mark;   /* out.len when the current request started */
 	bool in_request; /* a get/broadcast is part done */
@@ -166,11 +167,14 @@ enum sl_exec_status {
 /** Reset a conversation for new input (keeps the reply buffer's memory). */
 void sl_conv_reset(struct sl_conv *c, const char *in, uint32_t len, bool udp);
 
-/** The key at byte @p key_off of the input has hash @p hash (computed
- *  earlier, e.g. to prefetch): the executor uses it instead of hashing. */
-static inline void sl_conv_hint(struct sl_conv *c, uint32_t key_off, uint64_t hash)
+/** The key of @p key_len bytes at byte @p key_off of the input has hash
+ *  @p hash (computed earlier, e.g. to prefetch): the executor uses it
+ *  instead of hashing, for that key only. */
+static inline void sl_conv_hint(struct sl_conv *c, uint32_t key_off, uint32_t key_len,
+                                uint64_t hash)
 {
 	c->hint_off = key_off + 1;
+	c->hint_len = key_len;
 	c->hint_hash = hash;
 }
 
@@ -181,6 +185,19 @@ static inline void sl_conv_hint(struct sl_conv *c, uint32_t key_off, uint64_t ha
  */
 enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t now,
                                 unsigned *to_core);
+
+/**
+ * The commonest request, answered without a conversation: a datagram of
+ * exactly "get <key>\r\n" (@p req_len bytes) whose key (@p klen bytes at
+ * @p key, hash @p h) this core owns. Writes the whole reply (the VALUE line
+ * and data, then END) to @p out and returns its length, counting and
+ * marking the item as sl_exec_run would for the same request.
+ * Returns -1, having changed nothing, when the reply could need more than
+ * @p cap bytes: the caller then takes the general path.
+ * @p key may lie inside @p out: it is read before anything is written.
+ */
+int sl_exec_get1(struct sl_exec *ex, const char *key, size_t klen, uint64_t h, uint32_t req_len,
+                 uint32_t now, char *out, size_t cap);
 
 /** Sum of the per-core counters of a node (racy reads, by design). */
 void sl_node_sum(const struct sl_node *n, struct sl_core_stats *sum);

@@ -140,6 +140,17 @@ enum sl_parse_status sl_parse(const char *buf, size_t len, size_t max_item, stru
  */
 struct sl_tok sl_next_key(const struct sl_req *r, uint32_t *pos);
 
+/**
+ * A glance at a datagram's request, far cheaper than sl_parse, for the
+ * commonest one: if @p buf starts "get " and a key, returns the key's length
+ * (the key starts SL_PEEK_KEY_OFF bytes in), else 0. *@p only tells whether
+ * the whole buffer is exactly "get <key>\r\n"; then sl_parse would read it
+ * as a get of that one key and consume all @p len bytes. The key ends where
+ * sl_parse's would: at a space, at the end of the line or at a NUL.
+ */
+#define SL_PEEK_KEY_OFF 4 /* after "get " */
+size_t sl_peek_get(const char *buf, size_t len, bool *only);
+
 /** Command name, for stats and logs. */
 const char *sl_cmd_name(enum sl_cmd c);
 

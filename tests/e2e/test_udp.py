@@ -65,6 +65,75 @@ def test_eight_fragment_request_and_100k_reply(clean):
     assert body == (b"VALUE v 0 11000\r\n" + v + b"\r\n") * 10 + b"END\r\n"
 
 
+def test_single_key_gets_answer_like_any_other(clean):
+    """A datagram of exactly "get <key>\\r\\n" is answered in place in its own
+    packet (sluiced's fast path); around the one-datagram limit it falls back
+    to the general path. Either way the client sees the same thing: one
+    well-formed message from the node's address and port, and the counters
+    move as for any get."""
+    n = clean
+    s = n.udp_socket()
+    s.settimeout(2)
+    sizes = (0, 1, 64, 1300, 1313, 1314, 1369, 1370, 1400, 3000)
+    for size in sizes:
+        v = bytes(65 + (i * 13 + size) % 58 for i in range(size))
+        assert n.udp(f"set v{size} {size} 0 {size}\r\n".encode() + v + b"\r\n") == b"STORED\r\n"
+    before = n.stats()
+    read = written = 0
+    for i, size in enumerate(sizes):
+        v = bytes(65 + (j * 13 + size) % 58 for j in range(size))
+        req = f"get v{size}\r\n".encode()
+        s.sendto(struct.pack(">HHHH", 1000 + i, 0, 1, 0) + req, (n.ip, 11211))
+        parts, total = {}, None
+        while total is None or len(parts) < total:
+            d, src = s.recvfrom(65536)
+            assert src == (n.ip, 11211)
+            assert len(d) <= 1400
+            rid, seq, cnt, res = struct.unpack(">HHHH", d[:8])
+            assert (rid, res) == (1000 + i, 0) and seq < cnt
+            total = cnt
+            parts[seq] = d[8:]
+        body = b"".join(parts[j] for j in range(total))
+        want = f"VALUE v{size} {size} {size}\r\n".encode() + v + b"\r\nEND\r\n"
+        assert body == want, size
+        assert total == (len(want) + 1391) // 1392, size
+        read += len(req)
+        written += len(want)
+    for i in range(5):
+        req = f"get missing{i}\r\n".encode()
+        assert n.udp(req) == b"END\r\n"
+        read += len(req)
+        written += 5
+    after = n.stats()
+    d = {k: int(after[k]) - int(before[k]) for k in ("cmd_get", "get_hits", "get_misses", "bytes_read", "bytes_written")}
+    # the "stats" command that read "after" counts too
+    assert d["cmd_get"] == len(sizes) + 5
+    assert d["get_hits"] == len(sizes) and d["get_misses"] == 5
+    assert d["bytes_read"] == read + len(b"stats\r\n")
+    assert d["bytes_written"] >= written  # plus the first stats reply
+
+
+def test_key_with_a_lone_cr(clean):
+    """memcached splits keys at spaces only: "f\\ro" is one key, over TCP and
+    UDP alike (the UDP pre-pass once hashed only "f" of it)."""
+    n = clean
+    s = n.tcp_local()
+    s.sendall(b"set f\ro 0 0 1\r\nx\r\n")
+    assert s.recv(100) == b"STORED\r\n"
+    s.close()
+    assert n.udp(b"get f\ro\r\n") == b"VALUE f\ro 0 1\r\nx\r\nEND\r\n"
+    # back to back, so that they arrive in bursts and meet the pre-pass
+    u = n.udp_socket()
+    u.settimeout(2)
+    for i in range(64):
+        u.sendto(struct.pack(">HHHH", i, 0, 1, 0) + b"get f\ro\r\n", (n.ip, 11211))
+    for i in range(64):
+        d, _ = u.recvfrom(65536)
+        assert d[8:] == b"VALUE f\ro 0 1\r\nx\r\nEND\r\n"
+    assert n.udp(b"get f\ro f\ro\r\n") == b"VALUE f\ro 0 1\r\nx\r\n" * 2 + b"END\r\n"
+    assert n.udp(b"get f\r\n") == b"END\r\n"
+
+
 def drop_count(n, reason):
     return int(n.stats()["drop_" + reason])
 

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "sluice/exec.h"
+#include "sluice/frame.h"
 
 #define MAXI (64 * 1024)
 
@@ -77,6 +78,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (unsigned i = 0; i < 2; i++)
 		if (sl_store_stats(cores[i].store)->bytes > sl_store_limit(cores[i].store))
 			abort();
+
+	/* 3. the datagram fast path against the general one: the key
+	 * sl_peek_get sees is the one sl_parse sees, and sl_exec_get1 writes
+	 * the reply sl_exec_run writes */
+	bool only;
+	size_t klen = sl_peek_get(in, size, &only);
+	if (klen) {
+		struct sl_req r;
+		bool ok = sl_parse(in, size, MAXI, &r) == SL_PARSE_OK,
+		     get = ok && r.cmd == SL_CMD_GET;
+		uint32_t pos = 0;
+		struct sl_tok k = get ? sl_next_key(&r, &pos) : (struct sl_tok){0};
+		if ((get && (k.p != in + SL_PEEK_KEY_OFF || k.len != klen)) ||
+		    (only && (!get || r.consumed != size)))
+			abort();
+	}
+	if (klen && only) {
+		static char out[SL_UDP_CHUNK]; /* one reply datagram, as sluiced offers */
+		uint64_t h = sl_key_hash(in + SL_PEEK_KEY_OFF, klen);
+		unsigned o = sl_slot_owner(&map, h);
+		uint32_t now = 1700000000u + (unsigned)(size & 7);
+		int n = sl_exec_get1(&cores[o], in + SL_PEEK_KEY_OFF, klen, h, (uint32_t)size, now,
+		                     out, sizeof(out));
+		sl_conv_reset(&conv, in, (uint32_t)size, true);
+		if (sl_exec_run(&cores[o], &conv, now, &to) != SL_EXEC_DONE)
+			abort();
+		if (n >= 0 &&
+		    ((size_t)n != conv.out.len || memcmp(out, conv.out.p, (size_t)n) != 0))
+			abort();
+	}
 	free(in);
 	return 0;
 }

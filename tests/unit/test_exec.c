@@ -173,6 +173,90 @@ Test(exec, flush_all)
 	EXPECT("get a\r\n", "END\r\n");
 }
 
+/* sl_exec_get1 answers "get <key>\r\n" as sl_exec_run does, byte for byte
+ * and counter for counter. */
+static void get1_agrees(const char *key, uint32_t now)
+{
+	char req[300], out[2048];
+	int rl = snprintf(req, sizeof(req), "get %s\r\n", key);
+	size_t kl = strlen(key);
+	uint64_t h = sl_key_hash(key, kl);
+	struct sl_core_stats before = cores[0].st;
+	int n = sl_exec_get1(&cores[0], req + 4, kl, h, (uint32_t)rl, now, out, sizeof(out));
+	cr_assert_geq(n, 5, "%s", key);
+	struct sl_core_stats fast = cores[0].st;
+	cr_assert_eq(fast.requests - before.requests, 1);
+	cr_assert_eq(fast.cmd_get - before.cmd_get, 1);
+	cr_assert_eq(fast.bytes_read - before.bytes_read, (uint64_t)rl);
+	const char *slow = run_at(req, now);
+	cr_assert_eq(strlen(slow), (size_t)n, "%s: %.*s vs %s", key, n, out, slow);
+	cr_assert(memcmp(slow, out, (size_t)n) == 0, "%s: %.*s vs %s", key, n, out, slow);
+	/* the general path counted the same things once more */
+	cr_assert_eq(cores[0].st.requests - fast.requests, 1);
+	cr_assert_eq(cores[0].st.get_hits - fast.get_hits, fast.get_hits - before.get_hits);
+	cr_assert_eq(cores[0].st.get_misses - fast.get_misses, fast.get_misses - before.get_misses);
+	cr_assert_eq(cores[0].st.bytes_read - fast.bytes_read, (uint64_t)rl);
+}
+
+Test(exec, get1_answers_as_the_general_path)
+{
+	EXPECT("set foo 4294967295 0 3\r\nbar\r\n", "STORED\r\n");
+	EXPECT("set ttl 7 10 2\r\nhi\r\n", "STORED\r\n");
+	EXPECT("set empty 0 0 0\r\n\r\n", "STORED\r\n");
+	get1_agrees("foo", NOW);
+	get1_agrees("empty", NOW);
+	get1_agrees("nope", NOW);
+	get1_agrees("ttl", NOW + 9);
+	/* expired: the fast path reclaims it and answers a miss */
+	uint64_t misses = cores[0].st.get_misses;
+	char out[128];
+	cr_assert_eq(
+	    sl_exec_get1(&cores[0], "ttl", 3, sl_key_hash("ttl", 3), 9, NOW + 10, out, sizeof(out)),
+	    5);
+	cr_assert_eq(cores[0].st.get_misses, misses + 1);
+	get1_agrees("ttl", NOW + 10);
+	EXPECT("flush_all\r\n", "OK\r\n");
+	get1_agrees("foo", NOW);
+	/* a get marks the item fetched, as the general path does */
+	EXPECT("set f 0 0 1\r\nx\r\n", "STORED\r\n");
+	cr_assert_eq(sl_exec_get1(&cores[0], "f", 1, sl_key_hash("f", 1), 7, NOW, out, sizeof(out)),
+	             (int)strlen("VALUE f 0 1\r\nx\r\nEND\r\n"));
+	cr_assert_str_eq(run("mg f h\r\n"), "HD h1\r\n");
+}
+
+/* A hash hint counts only for the key it was made for: same offset, same
+ * length (a hint for "a" must not be taken for "ab"). */
+Test(exec, hash_hint_is_for_one_key_only)
+{
+	EXPECT("set ab 0 0 1\r\nx\r\n", "STORED\r\n");
+	char in[] = "get ab\r\n";
+	unsigned to;
+	sl_conv_reset(&conv, in, sizeof(in) - 1, true);
+	sl_conv_hint(&conv, 4, 1, sl_key_hash("a", 1));
+	cr_assert_eq(sl_exec_run(&cores[0], &conv, NOW, &to), SL_EXEC_DONE);
+	cr_assert_eq(conv.out.len, strlen("VALUE ab 0 1\r\nx\r\nEND\r\n"));
+	/* the right hint is taken: a wrong hash with the right length shows it */
+	sl_conv_reset(&conv, in, sizeof(in) - 1, true);
+	sl_conv_hint(&conv, 4, 2, sl_key_hash("zz", 2));
+	cr_assert_eq(sl_exec_run(&cores[0], &conv, NOW, &to), SL_EXEC_DONE);
+	cr_assert_eq(conv.out.len, strlen("END\r\n"));
+}
+
+Test(exec, get1_gives_up_on_what_does_not_fit_and_changes_nothing)
+{
+	char big[1500 + 64];
+	int l = snprintf(big, sizeof(big), "set big 0 0 1500\r\n");
+	memset(big + l, 'v', 1500);
+	memcpy(big + l + 1500, "\r\n", 3);
+	EXPECT(big, "STORED\r\n");
+	struct sl_core_stats before = cores[0].st;
+	char out[1392];
+	cr_assert_eq(
+	    sl_exec_get1(&cores[0], "big", 3, sl_key_hash("big", 3), 9, NOW, out, sizeof(out)), -1);
+	cr_assert(memcmp(&before, &cores[0].st, sizeof(before)) == 0);
+	cr_assert_str_eq(run("mg big h\r\n"), "HD h0\r\n"); /* not marked fetched */
+}
+
 Test(exec, too_large_set_drops_the_old_value)
 {
 	static char req[1100 * 1024];

@@ -248,3 +248,57 @@ Test(proto, base64)
 	cr_assert_eq(sl_b64_decode("Zm8", 3, out, sizeof(out)), 0);
 	cr_assert_eq(sl_b64_decode("Z=8=", 4, out, sizeof(out)), 0);
 }
+
+/* sl_peek_get sees the key sl_parse would, and says "only" exactly when the
+ * buffer is one get of one key that sl_parse consumes whole. */
+static void peek_agrees(const char *in, size_t len, size_t want_klen, bool want_only)
+{
+	bool only = true;
+	size_t k = sl_peek_get(in, len, &only);
+	cr_assert_eq(k, want_klen, "%.*s: klen %zu", (int)len, in, k);
+	cr_assert_eq(only, want_only, "%.*s: only %d", (int)len, in, only);
+	if (!k)
+		return;
+	cr_assert_eq(sl_parse(in, len, MAXI, &R), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_GET, "%.*s", (int)len, in);
+	uint32_t pos = 0;
+	struct sl_tok t = sl_next_key(&R, &pos);
+	cr_assert_eq(t.len, k);
+	cr_assert_eq(t.p, in + SL_PEEK_KEY_OFF);
+	if (only) {
+		cr_assert_eq(R.consumed, len);
+		cr_assert_eq(sl_next_key(&R, &pos).len, 0);
+	}
+}
+
+Test(proto, peek_get_matches_parse)
+{
+#define PEEK(s, k, o) peek_agrees(s, sizeof(s) - 1, k, o)
+	PEEK("get foo\r\n", 3, true);
+	PEEK("get foo\n", 3, false);       /* bare LF: left to sl_parse */
+	PEEK("get foo bar\r\n", 3, false); /* a multi-get */
+	PEEK("get foo\r\nget bar\r\n", 3, false);
+	PEEK("get foo\r\n ", 3, false);
+	PEEK("get f\0o\r\n", 1, false); /* a NUL ends memcached's line */
+	PEEK("get f\ro\r\n", 3, true);  /* a lone CR is part of the key */
+	PEEK("get f\r o\r\n", 2, false);
+	PEEK("get  foo\r\n", 0, false); /* keys after two spaces: sl_parse */
+	PEEK("get \r\n", 0, false);
+	PEEK("gets foo\r\n", 0, false);
+	PEEK("gat 0 foo\r\n", 0, false);
+	PEEK("GET foo\r\n", 0, false);
+	PEEK("get", 0, false);
+	/* incomplete: sl_parse waits for the rest */
+	PEEK("get foo\r", 0, false);
+	PEEK("get foo", 0, false);
+	cr_assert_eq(P("get foo\r"), SL_PARSE_MORE);
+#undef PEEK
+	char big[300];
+	memcpy(big, "get ", 4);
+	memset(big + 4, 'k', 250);
+	memcpy(big + 254, "\r\n", 2);
+	peek_agrees(big, 256, 250, true);
+	memset(big + 4, 'k', 251);
+	memcpy(big + 255, "\r\n", 2);
+	peek_agrees(big, 257, 0, false); /* too long a key: sl_parse refuses it */
+}
