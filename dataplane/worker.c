@@ -8,7 +8,6 @@
  * be lost, so it waits in a per-worker backlog and is retried every loop.
  */
 #include <string.h>
-#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,6 +40,7 @@ static void peek_get(const struct sl_app *a, struct rte_mbuf *m, struct peek *pk
 	const size_t hdr = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) +
 	                   sizeof(struct rte_udp_hdr) + SL_FRAME_LEN;
 	pk->hash = 0;
+	pk->klen = 0;
 	pk->get1 = false;
 	if (m->nb_segs != 1 || m->data_len < hdr + 6)
 		return;

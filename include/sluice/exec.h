@@ -193,7 +193,8 @@ enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t 
  * and data, then END) to @p out and returns its length, counting and
  * marking the item as sl_exec_run would for the same request.
  * Returns -1, having changed nothing, when the reply could need more than
- * @p cap bytes: the caller then takes the general path.
+ * @p cap bytes (at least 5, room for END): the caller then takes the
+ * general path.
  * @p key may lie inside @p out: it is read before anything is written.
  */
 int sl_exec_get1(struct sl_exec *ex, const char *key, size_t klen, uint64_t h, uint32_t req_len,
