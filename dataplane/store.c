@@ -656,9 +656,22 @@ unsigned sl_store_sweep(struct sl_store *s, uint32_t now, unsigned budget)
 	return freed;
 }
 
+/*
+ * A prefetch the compiler has to keep. __builtin_prefetch counts as having
+ * no effect, so a function that does nothing else is "pure" to GCC, and
+ * with link-time optimisation the calls to sl_store_prefetch_* were
+ * dropped as dead code (measured: 1.8 instead of 3.0 Mops/s). An empty
+ * volatile asm that takes the address is an effect it must keep.
+ */
+static inline void prefetch(const void *p)
+{
+	__builtin_prefetch(p);
+	__asm__ volatile("" : : "r"(p));
+}
+
 void sl_store_prefetch_bucket(const struct sl_store *s, uint64_t hash)
 {
-	__builtin_prefetch(bucket_of(s, keyed(s, hash)));
+	prefetch(bucket_of(s, keyed(s, hash)));
 }
 
 void sl_store_prefetch_items(const struct sl_store *s, uint64_t hash)
@@ -672,12 +685,12 @@ void sl_store_prefetch_items(const struct sl_store *s, uint64_t hash)
 			 * 16/64) straddles up to three lines, and its key or
 			 * even klen may sit in the second */
 			const char *it = (const char *)entry_item(bk->e[i]);
-			__builtin_prefetch(it);
-			__builtin_prefetch(it + 64);
-			__builtin_prefetch(it + 127);
+			prefetch(it);
+			prefetch(it + 64);
+			prefetch(it + 127);
 		}
 	if (is_link(bk->e[WAYS - 1]))
-		__builtin_prefetch(link_of(bk->e[WAYS - 1]));
+		prefetch(link_of(bk->e[WAYS - 1]));
 }
 
 void sl_store_pin(struct sl_store *s, struct sl_item *it)

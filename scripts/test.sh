@@ -33,8 +33,7 @@ step() {
 scripts/setup.sh --test || exit 1
 
 build_main() {
-    [[ -f build/build.ninja ]] || meson setup build --buildtype=debugoptimized -Dwerror=true || return 1
-    ninja -C build
+    scripts/build.sh
 }
 build_asan() {
     [[ -f build-asan/build.ninja ]] || meson setup build-asan -Dbuildtype=debug -Db_sanitize=address,undefined \
