@@ -125,8 +125,77 @@ static void handle_icmp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *
 	sl_worker_tx(a, w, m);
 }
 
+/* Where a reply goes: the request's sender (all in network order). */
+struct peer {
+	struct rte_ether_addr mac;
+	uint32_t ip;
+	uint16_t port;
+};
+
+/* Write Ethernet, IPv4, UDP and frame headers for a reply datagram of
+ * @p chunk reply bytes at @p p; returns where the reply bytes go. */
+static uint8_t *write_headers(struct sl_app *a, struct sl_worker *w, uint8_t *p,
+                              const struct peer *to, const struct sl_frame *f, size_t chunk)
+{
+	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
+	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
+	uint8_t *fr = (uint8_t *)(udp + 1);
+	eth->dst_addr = to->mac;
+	eth->src_addr = a->mac;
+	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	ip->version_ihl = RTE_IPV4_VHL_DEF;
+	ip->type_of_service = 0;
+	ip->total_length =
+	    rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + sizeof(*udp) + SL_FRAME_LEN + chunk));
+	ip->packet_id = rte_cpu_to_be_16(w->ip_id++);
+	ip->fragment_offset = 0;
+	ip->time_to_live = 64;
+	ip->next_proto_id = IPPROTO_UDP;
+	ip->src_addr = a->cfg.ip;
+	ip->dst_addr = to->ip;
+	ip->hdr_checksum = 0;
+	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	udp->src_port = rte_cpu_to_be_16(a->cfg.udp_port);
+	udp->dst_port = to->port;
+	udp->dgram_len = rte_cpu_to_be_16((uint16_t)(sizeof(*udp) + SL_FRAME_LEN + chunk));
+	udp->dgram_cksum = 0;
+	sl_frame_encode(fr, f);
+	return fr + SL_FRAME_LEN;
+}
+
+/*
+ * A datagram of exactly "get <key>\r\n" (@p len request bytes at @p in, a
+ * key of this worker's, as the pre-pass found): answer it in the request's
+ * own mbuf, the reply written over the request and the headers turned
+ * around. Returns false, leaving @p m as it was, when the mbuf cannot take
+ * the reply in place or the reply might not fit one datagram; the general
+ * path then runs it.
+ */
+static bool answer_in_place(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m,
+                            const struct peer *to, const struct sl_frame *f, char *in, uint32_t len,
+                            const struct sl_peek *pk)
+{
+	size_t room = (size_t)m->buf_len - m->data_off;
+	if (len != SL_PEEK_KEY_OFF + pk->klen + 2 || m->nb_segs != 1 ||
+	    rte_mbuf_refcnt_read(m) != 1 || !RTE_MBUF_DIRECT(m) || room < HDR_LEN + SL_UDP_CHUNK)
+		return false;
+	int n = sl_exec_get1(&w->ex, in + SL_PEEK_KEY_OFF, pk->klen, pk->hash, len, w->now, in,
+	                     SL_UDP_CHUNK);
+	if (n < 0)
+		return false;
+	struct sl_frame rf = {.id = f->id, .seq = 0, .count = 1};
+	write_headers(a, w, rte_pktmbuf_mtod(m, uint8_t *), to, &rf, (size_t)n);
+	m->data_len = (uint16_t)(HDR_LEN + (size_t)n);
+	m->pkt_len = m->data_len;
+	m->ol_flags = 0; /* RX's offload flags mean nothing to TX */
+	w->ex.st.bytes_written += (uint64_t)n;
+	sl_worker_tx(a, w, m);
+	return true;
+}
+
 static void handle_udp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m,
-                       struct rte_ipv4_hdr *ip, uint16_t ihl, uint64_t key_hash, uint32_t key_len)
+                       struct rte_ipv4_hdr *ip, uint16_t ihl, const struct sl_peek *pk)
 {
 	uint16_t tot = rte_be_to_cpu_16(ip->total_length);
 	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)((uint8_t *)ip + ihl);
@@ -152,22 +221,28 @@ static void handle_udp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m
 		rte_pktmbuf_free(m);
 		return;
 	}
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct peer to = {eth->src_addr, ip->src_addr, udp->src_port};
+	uint32_t len = plen - SL_FRAME_LEN;
+	bool flat = off + SL_FRAME_LEN + len <= m->data_len;
+	if (pk && pk->get1 && pk->mine && flat &&
+	    answer_in_place(a, w, m, &to, &f,
+	                    rte_pktmbuf_mtod_offset(m, char *, off + SL_FRAME_LEN), len, pk))
+		return;
 	struct sl_msg *msg;
 	if (rte_mempool_get(a->msgpool, (void **)&msg) != 0) {
 		w->ex.st.drops[SL_DROP_no_mbuf]++;
 		rte_pktmbuf_free(m);
 		return;
 	}
-	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	msg->origin = SL_ORIGIN_UDP;
-	msg->peer_mac = eth->src_addr;
-	msg->peer_ip = ip->src_addr;
-	msg->peer_port = udp->src_port;
+	msg->peer_mac = to.mac;
+	msg->peer_ip = to.ip;
+	msg->peer_port = to.port;
 	msg->frame_id = f.id;
 	msg->m = m;
-	uint32_t len = plen - SL_FRAME_LEN;
 	const char *in;
-	if (off + SL_FRAME_LEN + len <= m->data_len) {
+	if (flat) {
 		in = rte_pktmbuf_mtod_offset(m, const char *, off + SL_FRAME_LEN);
 	} else {
 		/* a reassembled datagram spans several mbufs: make it flat */
@@ -189,13 +264,13 @@ static void handle_udp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m
 			memcpy(msg->heap_in, src, len);
 	}
 	sl_conv_reset(&msg->conv, in, len, true);
-	if (key_hash)
-		sl_conv_hint(&msg->conv, SL_PEEK_KEY_OFF, key_len, key_hash);
+	if (pk && pk->hash)
+		sl_conv_hint(&msg->conv, SL_PEEK_KEY_OFF, pk->klen, pk->hash);
 	sl_msg_run(a, w, msg);
 }
 
 int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uint64_t tsc,
-                  uint64_t key_hash, uint32_t key_len)
+                  const struct sl_peek *pk)
 {
 	w->ex.st.rx_packets++;
 	if (m->data_len < sizeof(struct rte_ether_hdr)) {
@@ -241,6 +316,7 @@ int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uin
 		if (!r)
 			return 0; /* held for more fragments, or dropped into death row */
 		m = r;
+		pk = NULL; /* the pre-pass saw one fragment of it */
 		eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 		ip = (struct rte_ipv4_hdr *)(eth + 1);
 		ihl = (uint16_t)((ip->version_ihl & 0xf) * 4);
@@ -258,7 +334,7 @@ int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uin
 			rte_pktmbuf_free(m);
 			return 0;
 		}
-		handle_udp(a, w, m, ip, ihl, key_hash, key_len);
+		handle_udp(a, w, m, ip, ihl, pk);
 		break;
 	case IPPROTO_ICMP:
 		handle_icmp(a, w, m, ip, ihl);
@@ -268,45 +344,6 @@ int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uin
 		break;
 	}
 	return 0;
-}
-
-/* Where a reply goes: the request's sender (all in network order). */
-struct peer {
-	struct rte_ether_addr mac;
-	uint32_t ip;
-	uint16_t port;
-};
-
-/* Write Ethernet, IPv4, UDP and frame headers for a reply datagram of
- * @p chunk reply bytes at @p p; returns where the reply bytes go. */
-static uint8_t *write_headers(struct sl_app *a, struct sl_worker *w, uint8_t *p,
-                              const struct peer *to, const struct sl_frame *f, size_t chunk)
-{
-	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
-	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
-	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
-	uint8_t *fr = (uint8_t *)(udp + 1);
-	eth->dst_addr = to->mac;
-	eth->src_addr = a->mac;
-	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-	ip->version_ihl = RTE_IPV4_VHL_DEF;
-	ip->type_of_service = 0;
-	ip->total_length =
-	    rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + sizeof(*udp) + SL_FRAME_LEN + chunk));
-	ip->packet_id = rte_cpu_to_be_16(w->ip_id++);
-	ip->fragment_offset = 0;
-	ip->time_to_live = 64;
-	ip->next_proto_id = IPPROTO_UDP;
-	ip->src_addr = a->cfg.ip;
-	ip->dst_addr = to->ip;
-	ip->hdr_checksum = 0;
-	ip->hdr_checksum = rte_ipv4_cksum(ip);
-	udp->src_port = rte_cpu_to_be_16(a->cfg.udp_port);
-	udp->dst_port = to->port;
-	udp->dgram_len = rte_cpu_to_be_16((uint16_t)(sizeof(*udp) + SL_FRAME_LEN + chunk));
-	udp->dgram_cksum = 0;
-	sl_frame_encode(fr, f);
-	return fr + SL_FRAME_LEN;
 }
 
 void sl_net_send_reply(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg)
@@ -347,43 +384,4 @@ void sl_net_send_reply(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg
 		w->ex.st.bytes_written += chunk;
 		sl_worker_tx(a, w, m);
 	}
-}
-
-bool sl_net_get1(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uint64_t hash,
-                 uint32_t klen)
-{
-	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
-	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
-	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
-	uint8_t *fr = (uint8_t *)(udp + 1);
-	uint32_t req_len = SL_PEEK_KEY_OFF + klen + 2;
-	uint16_t ulen = (uint16_t)(sizeof(*udp) + SL_FRAME_LEN + req_len);
-	size_t room = (size_t)m->buf_len - m->data_off;
-	struct sl_frame f;
-	/* What sl_net_handle and handle_udp would check before running the
-	 * request; the pre-pass has checked the rest (one segment, IPv4
-	 * without options, UDP to our port, a payload of exactly one "get
-	 * <key>\r\n"). The reply goes out in the request's mbuf. */
-	if (ip->dst_addr != a->cfg.ip || rte_ipv4_frag_pkt_is_fragmented(ip) ||
-	    udp->dgram_len != rte_cpu_to_be_16(ulen) ||
-	    ip->total_length != rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + ulen)) ||
-	    sizeof(*eth) + sizeof(*ip) + ulen > m->data_len ||
-	    sl_frame_decode(fr, SL_FRAME_LEN, &f) != SL_FRAME_OK || rte_mbuf_refcnt_read(m) != 1 ||
-	    !RTE_MBUF_DIRECT(m) || room < HDR_LEN + SL_UDP_CHUNK)
-		return false;
-	char *out = (char *)fr + SL_FRAME_LEN;
-	int n = sl_exec_get1(&w->ex, out + SL_PEEK_KEY_OFF, klen, hash, req_len, w->now, out,
-	                     SL_UDP_CHUNK);
-	if (n < 0)
-		return false;
-	struct peer to = {eth->src_addr, ip->src_addr, udp->src_port};
-	f.reserved = 0;
-	write_headers(a, w, (uint8_t *)eth, &to, &f, (size_t)n);
-	m->data_len = (uint16_t)(HDR_LEN + (size_t)n);
-	m->pkt_len = m->data_len;
-	m->ol_flags = 0; /* RX's offload flags mean nothing to TX */
-	w->ex.st.rx_packets++;
-	w->ex.st.bytes_written += (uint64_t)n;
-	sl_worker_tx(a, w, m);
-	return true;
 }

@@ -104,17 +104,27 @@ struct sl_app {
 
 extern struct sl_app *sl_app;
 
-/* net.c: packets. @p key_hash, @p key_len: hash and length of the first key
- * of a "get", found by the burst pre-pass (key at SL_PEEK_KEY_OFF of the
- * request), or 0. */
+/*
+ * What the worker's burst pre-pass learns of a packet with just enough
+ * parsing (worker.c): whether it is a plain "get" datagram to our UDP port,
+ * the hash and length of its first key (to prefetch its bucket and items
+ * before the burst is processed, and handed to the executor so the key is
+ * hashed once; the key starts SL_PEEK_KEY_OFF bytes into the request),
+ * whether the datagram holds exactly "get <key>\r\n", and whether the key
+ * is this worker's.
+ */
+struct sl_peek {
+	uint64_t hash; /* 0: not a get */
+	uint32_t klen;
+	bool get1;
+	bool mine;
+};
+
+/* net.c: packets. @p pk: what the pre-pass learnt of @p m, or NULL. A
+ * datagram of exactly "get <key>\r\n" whose key is this worker's is answered
+ * in its own mbuf (sl_exec_get1), without a conversation. */
 int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uint64_t tsc,
-                  uint64_t key_hash, uint32_t key_len);
-/* A datagram of exactly "get <key>\r\n", the key (klen bytes, hash @p hash)
- * on this worker's core, answered in place in its own mbuf. Returns false,
- * leaving @p m as it was, when the packet is not that (then sl_net_handle
- * takes it) or the reply would need more than one datagram. */
-bool sl_net_get1(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uint64_t hash,
-                 uint32_t klen);
+                  const struct sl_peek *pk);
 void sl_net_send_reply(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg);
 void sl_worker_tx(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m);
 void sl_worker_tx_flush(struct sl_app *a, struct sl_worker *w);

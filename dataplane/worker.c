@@ -19,23 +19,8 @@
 
 #include "sluiced.h"
 
-/*
- * What the burst pre-pass learns of a packet with just enough parsing:
- * whether it is a plain "get" datagram to our UDP port, the hash of its
- * first key (to prefetch its bucket and item before the burst is
- * processed, and handed to the real parse so the key is hashed once; the
- * key starts SL_PEEK_KEY_OFF bytes into the request), and whether the
- * datagram holds exactly "get <key>\r\n", which sl_net_get1 answers
- * without the general machinery.
- */
-struct peek {
-	uint64_t hash; /* 0: not a get */
-	uint32_t klen;
-	bool get1;
-	bool mine; /* the key's slot is this worker's */
-};
-
-static void peek_get(const struct sl_app *a, struct rte_mbuf *m, struct peek *pk)
+/* Fill @p pk for @p m (see struct sl_peek); mine is the caller's to set. */
+static void peek_get(const struct sl_app *a, struct rte_mbuf *m, struct sl_peek *pk)
 {
 	const size_t hdr = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) +
 	                   sizeof(struct rte_udp_hdr) + SL_FRAME_LEN;
@@ -167,7 +152,7 @@ int sl_worker_main(void *arg)
 		 * that each item has a few packets' time to arrive and the
 		 * core's few miss buffers are not flooded by all of them at
 		 * once. The hashes go with the requests (hashed once). */
-		struct peek pk[SL_BURST];
+		struct sl_peek pk[SL_BURST];
 		for (uint16_t i = 0; i < n; i++) {
 			peek_get(a, pkts[i], &pk[i]);
 			pk[i].mine = pk[i].hash && sl_slot_owner(&a->map, pk[i].hash) == w->idx;
@@ -182,10 +167,7 @@ int sl_worker_main(void *arg)
 				sl_store_prefetch_items(w->ex.store, pk[i + ITEM_AHEAD].hash);
 			if (i + 1 < n)
 				rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void *));
-			if (pk[i].mine && pk[i].get1 &&
-			    sl_net_get1(a, w, pkts[i], pk[i].hash, pk[i].klen))
-				continue;
-			sl_net_handle(a, w, pkts[i], tsc, pk[i].hash, pk[i].klen);
+			sl_net_handle(a, w, pkts[i], tsc, &pk[i]);
 		}
 		work += n;
 		for (unsigned src = 0; src < nsrc; src++) {
