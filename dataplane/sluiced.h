@@ -39,6 +39,9 @@
 #define SL_RING_SIZE 1024
 #define SL_MAX_IDLE_US                                                                             \
 	1000 /* longest idle sleep: the first request after a quiet spell waits at most this */
+/* longest wait of an idle main lcore in epoll: how long a stop signal
+ * delivered to another thread may wait to be seen */
+#define SL_MAIN_WAIT_MS 100
 
 enum sl_origin { SL_ORIGIN_UDP = 0, SL_ORIGIN_TCP = 1 };
 
@@ -137,7 +140,10 @@ uint32_t sl_now(void);
 
 /* tcp.c: the compat front end on the main lcore */
 int sl_tcp_init(struct sl_app *a);
-void sl_tcp_poll(struct sl_app *a, bool *busy);
+/* Serve the TCP front end; when it has nothing in flight, wait up to
+ * @p wait_ms for a socket event first (0: just look). Returns whether it
+ * waited. */
+bool sl_tcp_poll(struct sl_app *a, bool *busy, int wait_ms);
 void sl_tcp_fini(struct sl_app *a);
 
 #endif

@@ -61,6 +61,8 @@ static unsigned nconns;
 static uint32_t next_gen = 1;
 static unsigned rr;
 static unsigned nstalled; /* connections waiting for a message or ring room */
+static unsigned inflight; /* conversations with the workers: their replies come
+                           * by ring, which no file descriptor announces */
 
 static int listen_on(uint32_t ip, uint16_t port)
 {
@@ -285,6 +287,7 @@ static void pump(struct sl_app *a, struct conn *c, unsigned idx)
 	/* the main lcore is the ring's only producer and saw room above */
 	rte_ring_sp_enqueue(ring, msg);
 	c->busy = true;
+	inflight++;
 }
 
 /*
@@ -343,6 +346,7 @@ static void do_read(struct sl_app *a, struct conn *c, unsigned idx)
 
 static void reply_back(struct sl_app *a, struct sl_msg *msg)
 {
+	inflight--;
 	unsigned idx = msg->conn;
 	struct conn *c = idx < nconns ? &conns[idx] : NULL;
 	if (!c || !c->used || c->gen != msg->conn_gen) {
@@ -377,10 +381,12 @@ static void reply_back(struct sl_app *a, struct sl_msg *msg)
 	}
 }
 
-void sl_tcp_poll(struct sl_app *a, bool *busy)
+bool sl_tcp_poll(struct sl_app *a, bool *busy, int wait_ms)
 {
 	struct epoll_event ev[64];
-	int n = epoll_wait(epfd, ev, 64, 0);
+	/* block only when nothing can come by ring or retry meanwhile */
+	bool wait = wait_ms > 0 && !inflight && !nstalled;
+	int n = epoll_wait(epfd, ev, 64, wait ? wait_ms : 0);
 	for (int i = 0; i < n; i++) {
 		uint64_t d = ev[i].data.u64;
 		*busy = true;
@@ -424,6 +430,7 @@ void sl_tcp_poll(struct sl_app *a, bool *busy)
 		if (k)
 			*busy = true;
 	}
+	return wait;
 }
 
 void sl_tcp_fini(struct sl_app *a)
