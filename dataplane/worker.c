@@ -194,10 +194,18 @@ int sl_worker_main(void *arg)
 		if (w->ntx)
 			sl_worker_tx_flush(a, w);
 		rte_ip_frag_free_death_row(&w->dr, 3);
-		/* reclaim expired/flushed items: a bounded step per iteration,
-		 * small while requests are flowing (each look at an item is
-		 * likely a cache miss), larger when there is nothing else to do */
-		work += sl_store_sweep(w->ex.store, w->now, work ? 8 : 256);
+		/*
+		 * Reclaim expired/flushed items in a bounded step per
+		 * iteration: none while bursts come full (the core has no
+		 * slack; eviction prefers dead items, and reads drop them, so
+		 * memory is not lost meanwhile; measured: the busy step cost
+		 * 2.7% of peak throughput), a small one while requests flow,
+		 * a larger one when there is nothing else to do. Not much
+		 * larger: a request arriving during a step waits for it. 256
+		 * entries, each a likely DRAM miss, took ~60 us and set p99 at
+		 * low load; 32 fetched a step ahead take ~1 us.
+		 */
+		work += sl_store_sweep(w->ex.store, w->now, !work ? 32 : n < SL_BURST ? 8 : 0);
 
 		if (work) {
 			idle_since = 0;
