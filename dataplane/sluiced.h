@@ -121,6 +121,7 @@ struct sl_peek {
 	uint32_t klen;
 	bool get1;
 	bool mine;
+	bool chain; /* its item may be down an overflow chain (worker.c) */
 };
 
 /* net.c: packets. @p pk: what the pre-pass learnt of @p m, or NULL. A
