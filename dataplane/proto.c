@@ -824,10 +824,13 @@ static size_t key_stop(const char *buf, size_t i, size_t len)
 	return i;
 }
 
-size_t sl_peek_get(const char *buf, size_t len, bool *only)
+size_t sl_peek_key(const char *buf, size_t len, bool *only)
 {
 	*only = false;
-	if (len < SL_PEEK_KEY_OFF + 1 || memcmp(buf, "get ", SL_PEEK_KEY_OFF) != 0)
+	if (len < SL_PEEK_KEY_OFF + 1)
+		return 0;
+	bool get = memcmp(buf, "get ", SL_PEEK_KEY_OFF) == 0;
+	if (!get && memcmp(buf, "set ", SL_PEEK_KEY_OFF) != 0)
 		return 0;
 	/* where sl_parse's key ends: a space, a NUL, the end of the line
 	 * ("\n" or "\r\n"; a lone "\r" is part of the key) */
@@ -837,7 +840,7 @@ size_t sl_peek_get(const char *buf, size_t len, bool *only)
 	size_t klen = e - SL_PEEK_KEY_OFF;
 	if (e == len || (buf[e] == '\r' && e + 1 == len) || klen == 0 || klen > SL_KEY_MAX)
 		return 0; /* the key's end is not in sight yet */
-	*only = e + 2 == len && buf[e] == '\r' && buf[e + 1] == '\n';
+	*only = get && e + 2 == len && buf[e] == '\r' && buf[e + 1] == '\n';
 	return klen;
 }
 

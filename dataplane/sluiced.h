@@ -109,15 +109,15 @@ extern struct sl_app *sl_app;
 
 /*
  * What the worker's burst pre-pass learns of a packet with just enough
- * parsing (worker.c): whether it is a plain "get" datagram to our UDP port,
- * the hash and length of its first key (to prefetch its bucket and items
- * before the burst is processed, and handed to the executor so the key is
- * hashed once; the key starts SL_PEEK_KEY_OFF bytes into the request),
- * whether the datagram holds exactly "get <key>\r\n", and whether the key
- * is this worker's.
+ * parsing (worker.c): whether it is a plain "get" or "set" datagram to our
+ * UDP port, the hash and length of its first key (to prefetch its bucket
+ * and items before the burst is processed, and handed to the executor so
+ * the key is hashed once; the key starts SL_PEEK_KEY_OFF bytes into the
+ * request), whether the datagram holds exactly "get <key>\r\n", and
+ * whether the key is this worker's.
  */
 struct sl_peek {
-	uint64_t hash; /* 0: not a get */
+	uint64_t hash; /* 0: neither a get nor a set */
 	uint32_t klen;
 	bool get1;
 	bool mine;

@@ -19,8 +19,8 @@
 
 #include "sluiced.h"
 
-/* Fill @p pk for @p m (see struct sl_peek); mine is the caller's to set. */
-static void peek_get(const struct sl_app *a, struct rte_mbuf *m, struct sl_peek *pk)
+/* Fill @p pk for @p m (see struct sl_peek); mine and chain are the caller's to set. */
+static void peek_key(const struct sl_app *a, struct rte_mbuf *m, struct sl_peek *pk)
 {
 	const size_t hdr = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) +
 	                   sizeof(struct rte_udp_hdr) + SL_FRAME_LEN;
@@ -40,7 +40,7 @@ static void peek_get(const struct sl_app *a, struct rte_mbuf *m, struct sl_peek 
 	size_t len = m->data_len - hdr, ulen = rte_be_to_cpu_16(udp->dgram_len);
 	if (ulen >= sizeof(*udp) + SL_FRAME_LEN && ulen - sizeof(*udp) - SL_FRAME_LEN < len)
 		len = ulen - sizeof(*udp) - SL_FRAME_LEN;
-	pk->klen = (uint32_t)sl_peek_get(p, len, &pk->get1);
+	pk->klen = (uint32_t)sl_peek_key(p, len, &pk->get1);
 	if (pk->klen)
 		pk->hash = sl_key_hash(p + SL_PEEK_KEY_OFF, pk->klen);
 }
@@ -163,7 +163,7 @@ int sl_worker_main(void *arg)
 		 * once). */
 		struct sl_peek pk[SL_BURST];
 		for (uint16_t i = 0; i < n; i++) {
-			peek_get(a, pkts[i], &pk[i]);
+			peek_key(a, pkts[i], &pk[i]);
 			pk[i].mine = pk[i].hash && sl_slot_owner(&a->map, pk[i].hash) == w->idx;
 			pk[i].chain = false;
 			if (pk[i].mine)

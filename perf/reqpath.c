@@ -3,7 +3,7 @@
  * callgrind: parse -> owner check -> store lookup/insert -> reply, for N
  * GETs (hits) or N SETs of 16-byte keys and 64-byte values on one core.
  * "get" is the general path (sl_exec_run, any request); "get1" is what
- * sluiced does for a datagram of exactly "get <key>\r\n": sl_peek_get, the
+ * sluiced does for a datagram of exactly "get <key>\r\n": sl_peek_key, the
  * hash, the owner check and sl_exec_get1 writing the reply.
  *
  *   valgrind --tool=callgrind build/perf/reqpath get1 100000
@@ -62,7 +62,7 @@ int main(int argc, char **argv)
 		unsigned k = (unsigned)((i * 40503u) & (KEYS - 1)), to;
 		bool only;
 		size_t klen;
-		if (get1 && (klen = sl_peek_get(reqs[k], lens[k], &only)) != 0 && only) {
+		if (get1 && (klen = sl_peek_key(reqs[k], lens[k], &only)) != 0 && only) {
 			const char *key = reqs[k] + SL_PEEK_KEY_OFF;
 			uint64_t h = sl_key_hash(key, klen);
 			if (sl_slot_owner(&map, h) == ex.core) {

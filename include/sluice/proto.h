@@ -142,14 +142,18 @@ struct sl_tok sl_next_key(const struct sl_req *r, uint32_t *pos);
 
 /**
  * A glance at a datagram's request, far cheaper than sl_parse, for the
- * commonest one: if @p buf starts "get " and a key, returns the key's length
- * (the key starts SL_PEEK_KEY_OFF bytes in), else 0. *@p only tells whether
- * the whole buffer is exactly "get <key>\r\n"; then sl_parse would read it
- * as a get of that one key and consume all @p len bytes. The key ends where
- * sl_parse's would: at a space, at the end of the line or at a NUL.
+ * commonest ones: if @p buf starts "get " or "set " and a key, returns the
+ * key's length (the key starts SL_PEEK_KEY_OFF bytes in), else 0. The key
+ * ends where sl_parse's would: at a space, at the end of the line or at a
+ * NUL. *@p only tells whether the whole buffer is exactly
+ * "get <key>\r\n"; then sl_parse would read it as a get of that one key
+ * and consume all @p len bytes. For a set nothing is promised but the
+ * bytes: sl_parse may still refuse the line, so the key is a hint (to
+ * prefetch, and a hash the executor takes only for a key at exactly that
+ * place and length).
  */
-#define SL_PEEK_KEY_OFF 4 /* after "get " */
-size_t sl_peek_get(const char *buf, size_t len, bool *only);
+#define SL_PEEK_KEY_OFF 4 /* after "get " or "set " */
+size_t sl_peek_key(const char *buf, size_t len, bool *only);
 
 /** Command name, for stats and logs. */
 const char *sl_cmd_name(enum sl_cmd c);

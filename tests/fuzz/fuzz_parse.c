@@ -66,8 +66,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		off += r.consumed;
 	}
 
-	/* 2. executor, handing the conversation between the two cores */
+	/* 2. executor, handing the conversation between the two cores, with
+	 * the key hint sluiced's burst pre-pass gives a datagram */
 	sl_conv_reset(&conv, in, (uint32_t)size, true);
+	bool only;
+	size_t klen = sl_peek_key(in, size, &only);
+	if (klen)
+		sl_conv_hint(&conv, SL_PEEK_KEY_OFF, (uint32_t)klen,
+		             sl_key_hash(in + SL_PEEK_KEY_OFF, klen));
 	unsigned at = 0, to = 0, hops = 0;
 	while (sl_exec_run(&cores[at], &conv, 1700000000u + (unsigned)(size & 7), &to) ==
 	       SL_EXEC_FORWARD) {
@@ -80,17 +86,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 
 	/* 3. the datagram fast path against the general one: the key
-	 * sl_peek_get sees is the one sl_parse sees, and sl_exec_get1 writes
+	 * sl_peek_key sees is the one sl_parse sees, and sl_exec_get1 writes
 	 * the reply sl_exec_run writes */
-	bool only;
-	size_t klen = sl_peek_get(in, size, &only);
 	if (klen) {
 		struct sl_req r;
 		bool ok = sl_parse(in, size, MAXI, &r) == SL_PARSE_OK,
-		     get = ok && r.cmd == SL_CMD_GET;
+		     get = ok && r.cmd == SL_CMD_GET, set = ok && r.cmd == SL_CMD_SET;
 		uint32_t pos = 0;
-		struct sl_tok k = get ? sl_next_key(&r, &pos) : (struct sl_tok){0};
-		if ((get && (k.p != in + SL_PEEK_KEY_OFF || k.len != klen)) ||
+		struct sl_tok k = get ? sl_next_key(&r, &pos) : set ? r.key : (struct sl_tok){0};
+		if (((get || set) && (k.p != in + SL_PEEK_KEY_OFF || k.len != klen)) ||
 		    (only && (!get || r.consumed != size)))
 			abort();
 	}

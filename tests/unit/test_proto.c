@@ -249,16 +249,26 @@ Test(proto, base64)
 	cr_assert_eq(sl_b64_decode("Z=8=", 4, out, sizeof(out)), 0);
 }
 
-/* sl_peek_get sees the key sl_parse would, and says "only" exactly when the
+/* sl_peek_key sees the key sl_parse would, and says "only" exactly when the
  * buffer is one get of one key that sl_parse consumes whole. */
 static void peek_agrees(const char *in, size_t len, size_t want_klen, bool want_only)
 {
 	bool only = true;
-	size_t k = sl_peek_get(in, len, &only);
+	size_t k = sl_peek_key(in, len, &only);
 	cr_assert_eq(k, want_klen, "%.*s: klen %zu", (int)len, in, k);
 	cr_assert_eq(only, want_only, "%.*s: only %d", (int)len, in, only);
 	if (!k)
 		return;
+	if (in[0] == 's') {
+		/* a set's key is a hint: it must be sl_parse's key whenever
+		 * sl_parse reads the line as a set */
+		cr_assert_eq(sl_parse(in, len, MAXI, &R), SL_PARSE_OK);
+		if (R.cmd == SL_CMD_SET) {
+			cr_assert_eq(R.key.p, in + SL_PEEK_KEY_OFF);
+			cr_assert_eq(R.key.len, k);
+		}
+		return;
+	}
 	cr_assert_eq(sl_parse(in, len, MAXI, &R), SL_PARSE_OK);
 	cr_assert_eq(R.cmd, SL_CMD_GET, "%.*s", (int)len, in);
 	uint32_t pos = 0;
@@ -271,7 +281,7 @@ static void peek_agrees(const char *in, size_t len, size_t want_klen, bool want_
 	}
 }
 
-Test(proto, peek_get_matches_parse)
+Test(proto, peek_key_matches_parse)
 {
 #define PEEK(s, k, o) peek_agrees(s, sizeof(s) - 1, k, o)
 	PEEK("get foo\r\n", 3, true);
@@ -292,6 +302,17 @@ Test(proto, peek_get_matches_parse)
 	PEEK("get foo\r", 0, false);
 	PEEK("get foo", 0, false);
 	cr_assert_eq(P("get foo\r"), SL_PARSE_MORE);
+	/* sets: the key, for the pre-pass to prefetch; never "only" */
+	PEEK("set foo 0 0 3\r\nbar\r\n", 3, false);
+	cr_assert_eq(R.cmd, SL_CMD_SET); /* so the key was compared */
+	PEEK("set f\ro 5 0 1 noreply\r\nx\r\n", 3, false);
+	cr_assert_eq(R.cmd, SL_CMD_SET);
+	PEEK("set foo\r\n", 3, false); /* an error to sl_parse; a hint only */
+	cr_assert_eq(P("set foo\r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_ERROR);
+	PEEK("set  foo 0 0 1\r\nx\r\n", 0, false);
+	PEEK("setx foo 0 0 1\r\nx\r\n", 0, false);
+	PEEK("SET foo 0 0 1\r\nx\r\n", 0, false);
 #undef PEEK
 	char big[300];
 	memcpy(big, "get ", 4);
