@@ -133,21 +133,6 @@ static inline struct bucket *next_of(const struct bucket *bk)
 	return is_link(bk->e[WAYS - 1]) ? link_of(bk->e[WAYS - 1]) : NULL;
 }
 
-/*
- * The entries of @p bk whose tag is @p tag, as a bit mask. Neither an empty
- * entry nor a link (tag bits 0, as user-space pointers are below 2^47)
- * matches a tag. Computed for all eight entries without a branch: which
- * entry holds a key is random, and a scan that stops at the match
- * mispredicts about once per lookup.
- */
-static inline unsigned tag_mask(const struct bucket *bk, uint64_t tag)
-{
-	unsigned m = 0;
-	for (unsigned i = 0; i < WAYS; i++)
-		m |= (unsigned)(bk->e[i] >> TAG_SHIFT == tag) << i;
-	return m;
-}
-
 static inline uint64_t addr_of(const struct sl_store *s, uint64_t h)
 {
 	uint64_t a = h & s->low_mask;
@@ -381,9 +366,13 @@ struct sl_item *sl_store_get(struct sl_store *s, uint64_t hash, const char *key,
 {
 	uint64_t k = keyed(s, hash), tag = tag_of(k);
 	for (struct bucket *bk = bucket_of(s, k); bk; bk = next_of(bk)) {
-		for (unsigned m = tag_mask(bk, tag); m; m &= m - 1) {
-			unsigned i = (unsigned)__builtin_ctz(m);
-			struct sl_item *it = entry_item(bk->e[i]);
+		/* all eight entries: neither an empty entry nor a link (tag bits
+		 * 0, as user-space pointers are below 2^47) matches a tag */
+		for (unsigned i = 0; i < WAYS; i++) {
+			uint64_t e = bk->e[i];
+			if (e >> TAG_SHIFT != tag)
+				continue;
+			struct sl_item *it = entry_item(e);
 			if (it->klen != klen || memcmp(it->data, key, klen) != 0)
 				continue;
 			if (!sl_store_alive(s, it, now)) {
@@ -694,18 +683,21 @@ void sl_store_prefetch_bucket(const struct sl_store *s, uint64_t hash)
 /* Prefetch the items in @p bk whose tag is @p tag; true if there are any. */
 static bool prefetch_tagged(const struct bucket *bk, uint64_t tag)
 {
-	unsigned found = tag_mask(bk, tag);
-	for (unsigned m = found; m; m &= m - 1) {
+	bool found = false;
+	for (unsigned i = 0; i < WAYS; i++) {
+		if (bk->e[i] >> TAG_SHIFT != tag)
+			continue;
 		/* items are 16-byte aligned, not line aligned: a small one
 		 * (header, key and value, 112 bytes for MICA's 16/64)
 		 * straddles up to three lines, and its key or even klen may
 		 * sit in the second */
-		const char *it = (const char *)entry_item(bk->e[__builtin_ctz(m)]);
+		const char *it = (const char *)entry_item(bk->e[i]);
 		prefetch(it);
 		prefetch(it + 64);
 		prefetch(it + 127);
+		found = true;
 	}
-	return found != 0;
+	return found;
 }
 
 bool sl_store_prefetch_items(const struct sl_store *s, uint64_t hash)
