@@ -126,6 +126,20 @@ Test(store, index_grows_with_items)
 	cr_assert_eq(sl_store_stats(S)->curr_items, N / 2);
 }
 
+/* Fill @p keys with @p n keys named @p prefix<number> that the index puts in
+ * bucket @p b; returns @p n. */
+static int keys_in_bucket(const char *prefix, uint64_t b, char (*keys)[32], int n)
+{
+	char k[32];
+	int got = 0;
+	for (unsigned i = 0; got < n; i++) {
+		snprintf(k, sizeof(k), "%s%u", prefix, i);
+		if (sl_store_bucket(S, sl_key_hash(k, strlen(k))) == b)
+			strcpy(keys[got++], k);
+	}
+	return got;
+}
+
 /* Keys that all land in one bucket make a long overflow chain; every one
  * stays retrievable and deletable while the chain is split and repacked. */
 Test(store, long_chains_split_and_repack)
@@ -133,12 +147,7 @@ Test(store, long_chains_split_and_repack)
 	big_store();
 	char k[32];
 	static char keys[300][32];
-	int n = 0;
-	for (unsigned i = 0; n < 300; i++) {
-		snprintf(k, sizeof(k), "c%u", i);
-		if (sl_store_bucket(S, sl_key_hash(k, strlen(k))) == 5)
-			strcpy(keys[n++], k);
-	}
+	int n = keys_in_bucket("c", 5, keys, 300);
 	for (int i = 0; i < n; i++)
 		cr_assert_not_null(put(keys[i], "v", 0));
 	/* grow the table past bucket 5's split and beyond */
@@ -164,12 +173,7 @@ Test(store, prefetch_asks_for_the_chain_only_past_inline_entries)
 {
 	char k[32];
 	static char keys[12][32];
-	int n = 0;
-	for (unsigned i = 0; n < 12; i++) {
-		snprintf(k, sizeof(k), "p%u", i);
-		if (sl_store_bucket(S, sl_key_hash(k, strlen(k))) == 9)
-			strcpy(keys[n++], k);
-	}
+	keys_in_bucket("p", 9, keys, 12);
 	/* eight fit a bucket without a chain */
 	for (int i = 0; i < 8; i++)
 		cr_assert_not_null(put(keys[i], "v", 0));
