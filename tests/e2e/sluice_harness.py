@@ -61,7 +61,7 @@ class Node:
     """One sluiced with its namespaces. idx picks 198.18.idx.0/24."""
 
     def __init__(self, idx=1, workers=2, memory=64, tcp_port=None, extra=(), lcores=None,
-                 max_item=None, port="tap"):
+                 max_item=None, port="tap", exception=True):
         self.idx = idx
         self.tag = f"{os.getpid() % 10000}{idx}"
         self.cns = f"slc{self.tag}"
@@ -77,6 +77,7 @@ class Node:
         self.lcores = lcores or ",".join(["0@0"] + [f"{i + 1}@{(i + 1) % 2}" for i in range(workers)])
         self.max_item = max_item
         self.port = port  # tap | memif (through dpdk-testpmd) | af_packet (veth)
+        self.exception = exception  # an exception path (kernel TCP on the dataplane address)
         self.peer_if = f"slv{self.tag}"
         self.sock = f"/run/sluice-memif-{self.tag}.sock"
         self.fwd = None
@@ -104,11 +105,13 @@ class Node:
             raise ValueError(self.port)
         cmd = [SLUICED, "--no-pci", "--no-huge", "-m", "256", "--file-prefix", f"sl{self.tag}",
                "--lcores", self.lcores, "--log-level", "*:error",
-               "--vdev", dp,
-               "--vdev", f"net_tap{self.tag}b,iface={self.ex_if}",
-               "--", "--ip", f"{self.ip}/24", "--tcp", f"127.0.0.1:{self.tcp_port}",
-               "--memory", str(self.memory), "--workers", str(self.workers),
-               "--exception-port", "1", "--exception-netns", self.xns] + self.extra
+               "--vdev", dp]
+        if self.exception:
+            cmd += ["--vdev", f"net_tap{self.tag}b,iface={self.ex_if}"]
+        cmd += ["--", "--ip", f"{self.ip}/24", "--tcp", f"127.0.0.1:{self.tcp_port}",
+                "--memory", str(self.memory), "--workers", str(self.workers)] + self.extra
+        if self.exception:
+            cmd += ["--exception-port", "1", "--exception-netns", self.xns]
         if self.max_item:
             cmd += ["--max-item-size", str(self.max_item)]
         self.logf = open(self.log, "w")
