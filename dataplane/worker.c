@@ -19,14 +19,14 @@
 
 #include "sluiced.h"
 
-/* Fill @p pk for @p m (see struct sl_peek); mine and chain are the caller's to set. */
-static void peek_key(const struct sl_app *a, struct rte_mbuf *m, struct sl_peek *pk)
+/* Fill @p pk for @p m, a packet that worker @p w received (see struct
+ * sl_peek; chain is set later, by the item prefetch). */
+static void peek_key(const struct sl_app *a, const struct sl_worker *w, struct rte_mbuf *m,
+                     struct sl_peek *pk)
 {
 	const size_t hdr = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) +
 	                   sizeof(struct rte_udp_hdr) + SL_FRAME_LEN;
-	pk->hash = 0;
-	pk->klen = 0;
-	pk->get1 = false;
+	*pk = (struct sl_peek){0};
 	if (m->nb_segs != 1 || m->data_len < hdr + 6)
 		return;
 	const struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, const struct rte_ether_hdr *);
@@ -41,8 +41,10 @@ static void peek_key(const struct sl_app *a, struct rte_mbuf *m, struct sl_peek 
 	if (ulen >= sizeof(*udp) + SL_FRAME_LEN && ulen - sizeof(*udp) - SL_FRAME_LEN < len)
 		len = ulen - sizeof(*udp) - SL_FRAME_LEN;
 	pk->klen = (uint32_t)sl_peek_key(p, len, &pk->get1);
-	if (pk->klen)
+	if (pk->klen) {
 		pk->hash = sl_key_hash(p + SL_PEEK_KEY_OFF, pk->klen);
+		pk->mine = sl_slot_owner(&a->map, pk->hash) == w->idx;
+	}
 }
 
 /* How many packets ahead of the one being processed its items are
@@ -163,24 +165,19 @@ int sl_worker_main(void *arg)
 		 * once). */
 		struct sl_peek pk[SL_BURST];
 		for (uint16_t i = 0; i < n; i++) {
-			peek_key(a, pkts[i], &pk[i]);
-			pk[i].mine = pk[i].hash && sl_slot_owner(&a->map, pk[i].hash) == w->idx;
-			pk[i].chain = false;
+			peek_key(a, w, pkts[i], &pk[i]);
 			if (pk[i].mine)
 				sl_store_prefetch_bucket(w->ex.store, pk[i].hash);
 		}
-		for (uint16_t i = 0; i < n && i < ITEM_AHEAD; i++)
-			if (pk[i].mine)
-				pk[i].chain = sl_store_prefetch_items(w->ex.store, pk[i].hash);
-		for (uint16_t i = 0; i < n && i < CHAIN_AHEAD; i++)
-			if (pk[i].chain)
-				sl_store_prefetch_chain(w->ex.store, pk[i].hash);
-		for (uint16_t i = 0; i < n; i++) {
-			uint16_t j = i + ITEM_AHEAD, k = i + CHAIN_AHEAD;
+		/* i < 0: the steps ahead of the first packets, nothing answered */
+		for (int i = -ITEM_AHEAD; i < (int)n; i++) {
+			int j = i + ITEM_AHEAD, k = i + CHAIN_AHEAD;
 			if (j < n && pk[j].mine)
 				pk[j].chain = sl_store_prefetch_items(w->ex.store, pk[j].hash);
-			if (k < n && pk[k].chain)
+			if (k >= 0 && k < n && pk[k].chain)
 				sl_store_prefetch_chain(w->ex.store, pk[k].hash);
+			if (i < 0)
+				continue;
 			if (i + 1 < n)
 				rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void *));
 			sl_net_handle(a, w, pkts[i], tsc, &pk[i]);
