@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "sluice/exec.h"
+#include "sluice/frame.h"
 
 #define KEYS 65536
 
@@ -57,7 +58,7 @@ int main(int argc, char **argv)
 			    (uint32_t)snprintf(reqs[k], sizeof(reqs[k]), "get key:%012d\r\n", k);
 	}
 	size_t out = 0;
-	static char reply[1392];
+	static char reply[SL_UDP_CHUNK]; /* one reply datagram, as sluiced offers */
 	for (long i = 0; i < n; i++) {
 		unsigned k = (unsigned)((i * 40503u) & (KEYS - 1)), to;
 		bool only;

@@ -71,9 +71,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	sl_conv_reset(&conv, in, (uint32_t)size, true);
 	bool only;
 	size_t klen = sl_peek_key(in, size, &only);
+	uint64_t kh = klen ? sl_key_hash(in + SL_PEEK_KEY_OFF, klen) : 0;
 	if (klen)
-		sl_conv_hint(&conv, SL_PEEK_KEY_OFF, (uint32_t)klen,
-		             sl_key_hash(in + SL_PEEK_KEY_OFF, klen));
+		sl_conv_hint(&conv, SL_PEEK_KEY_OFF, (uint32_t)klen, kh);
 	unsigned at = 0, to = 0, hops = 0;
 	while (sl_exec_run(&cores[at], &conv, 1700000000u + (unsigned)(size & 7), &to) ==
 	       SL_EXEC_FORWARD) {
@@ -100,10 +100,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (klen && only) {
 		static char out[SL_UDP_CHUNK]; /* one reply datagram, as sluiced offers */
-		uint64_t h = sl_key_hash(in + SL_PEEK_KEY_OFF, klen);
-		unsigned o = sl_slot_owner(&map, h);
+		unsigned o = sl_slot_owner(&map, kh);
 		uint32_t now = 1700000000u + (unsigned)(size & 7);
-		int n = sl_exec_get1(&cores[o], in + SL_PEEK_KEY_OFF, klen, h, (uint32_t)size, now,
+		int n = sl_exec_get1(&cores[o], in + SL_PEEK_KEY_OFF, klen, kh, (uint32_t)size, now,
 		                     out, sizeof(out));
 		sl_conv_reset(&conv, in, (uint32_t)size, true);
 		if (sl_exec_run(&cores[o], &conv, now, &to) != SL_EXEC_DONE)
