@@ -3,7 +3,7 @@
  *
  *   sluiced [EAL options] -- [--ip ADDR/PREFIX] [--udp-port N] [--tcp HOST:PORT|off]
  *           [--memory MiB] [--workers N] [--max-item-size BYTES] [--port N]
- *           [--exception-port N --exception-netns NAME]
+ *           [--exception-port N --exception-netns NAME] [--busy-poll]
  *
  * Start-up follows DPDK's examples (rte_exit only while starting, a
  * force-quit flag set by SIGINT/SIGTERM, rte_eal_cleanup at the end).
@@ -26,6 +26,7 @@
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
 
+#include "sluice/portguard.h"
 #include "sluiced.h"
 
 struct sl_app *sl_app;
@@ -43,7 +44,9 @@ static void usage(const char *prog)
 	        "  --port N                DPDK port of the dataplane (default 0)\n"
 	        "  --exception-port N      DPDK tap port towards the kernel (TCP, ARP, ...)\n"
 	        "  --exception-netns NAME  move the exception tap into this netns, give it\n"
-	        "                          the dataplane address and listen on TCP there\n",
+	        "                          the dataplane address and listen on TCP there\n"
+	        "  --busy-poll             workers poll without ever sleeping when idle\n"
+	        "                          (dedicated cores: no wake-up delay after a lull)\n",
 	        prog);
 }
 
@@ -59,6 +62,7 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 	    {"port", required_argument, NULL, 'p'},
 	    {"exception-port", required_argument, NULL, 'e'},
 	    {"exception-netns", required_argument, NULL, 'n'},
+	    {"busy-poll", no_argument, NULL, 'b'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
@@ -148,6 +152,9 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 			break;
 		case 'n':
 			snprintf(c->exc_netns, sizeof(c->exc_netns), "%s", optarg);
+			break;
+		case 'b':
+			c->busy_poll = true;
 			break;
 		case 'v':
 			c->verbose = true;
@@ -411,6 +418,9 @@ int main(int argc, char **argv)
 	}
 	if (sl_tcp_init(a) != 0)
 		rte_exit(EXIT_FAILURE, "cannot start the TCP front end\n");
+	/* before any worker polls a port (see include/sluice/portguard.h) */
+	if (sl_guard_init(W) != 0)
+		rte_exit(EXIT_FAILURE, "cannot set up the port guard\n");
 
 	char ip[INET_ADDRSTRLEN];
 	inet_ntop(AF_INET, &c->ip, ip, sizeof(ip));

@@ -75,6 +75,7 @@ struct sl_config {
 	size_t mem_mib;
 	unsigned workers;
 	size_t max_item;
+	bool busy_poll; /* workers never sleep when idle (dedicated cores) */
 	bool verbose;
 };
 

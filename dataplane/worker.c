@@ -17,6 +17,7 @@
 #include <rte_mbuf.h>
 #include <rte_udp.h>
 
+#include "sluice/portguard.h"
 #include "sluiced.h"
 
 /* Fill @p pk for @p m, a packet that worker @p w received (see struct
@@ -150,7 +151,10 @@ int sl_worker_main(void *arg)
 	uint64_t idle_since = 0, hz = rte_get_tsc_hz();
 	unsigned sleep_us = 1;
 
+	sl_guard_enter(w->idx);
 	while (!a->quit) {
+		/* between bursts: nothing of the port's is held here */
+		sl_guard_quiescent(w->idx);
 		uint64_t tsc = rte_rdtsc();
 		unsigned work = 0;
 		w->now = sl_now(); /* one clock read per iteration, not per request */
@@ -230,20 +234,25 @@ int sl_worker_main(void *arg)
 		 * sleep costs ~60 us of timer slack, and a queue that fills
 		 * meanwhile costs more), nap briefly after 200 us of nothing,
 		 * and sleep up to SL_MAX_IDLE_US only once idle for 10 ms.
+		 * With --busy-poll (a core of its own) never sleep: a request
+		 * after a lull is then answered without a wake-up's delay.
 		 */
 		if (!idle_since)
 			idle_since = tsc;
 		uint64_t idle_us = (tsc - idle_since) * 1000000 / hz;
-		if (idle_us < 200) {
+		if (idle_us < 200 || a->cfg.busy_poll) {
 			rte_pause();
 			continue;
 		}
 		w->ex.st.idle_sleeps++;
+		sl_guard_offline(w->idx);
 		usleep(idle_us < 10000 ? 1 : sleep_us);
+		sl_guard_online(w->idx);
 		if (idle_us >= 10000 && sleep_us < SL_MAX_IDLE_US)
 			sleep_us *= 2;
 	}
 	sl_worker_tx_flush(a, w);
+	sl_guard_leave(w->idx);
 	for (unsigned i = 0; i < blog.n; i++)
 		msg_put(a, blog.m[i]);
 	blog.n = 0;

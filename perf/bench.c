@@ -49,6 +49,8 @@
 #include <rte_mbuf.h>
 #include <rte_udp.h>
 
+#include "sluice/portguard.h"
+
 #define BURST 32
 #define IDS 65536
 #define FRAME 8
@@ -379,6 +381,9 @@ static int write_pcap(const char *path)
 static void dpdk_rx(uint64_t now, bool measure)
 {
 	struct rte_mbuf *rx[BURST];
+	/* each pass of the preload and measure loops comes here once, and
+	 * holds nothing of the port's (see include/sluice/portguard.h) */
+	sl_guard_quiescent(0);
 	uint16_t n = rte_eth_rx_burst(0, 0, rx, BURST);
 	for (uint16_t i = 0; i < n; i++) {
 		struct rte_mbuf *m = rx[i];
@@ -448,12 +453,17 @@ static void reflect_loop(void)
 	uint64_t n_total = 0;
 	unsigned idle = 0;
 	while (!quit) {
+		sl_guard_quiescent(0);
 		uint16_t n = rte_eth_rx_burst(0, 0, rx, BURST);
 		if (n == 0) {
 			/* yield now and then: DPDK's interrupt thread, which
 			 * accepts memif connections, may share this CPU */
-			if (++idle > (1u << 22))
-				usleep(100); /* long idle: between runs */
+			if (++idle > (1u << 22)) {
+				/* long idle: between runs */
+				sl_guard_offline(0);
+				usleep(100);
+				sl_guard_online(0);
+			}
 			continue;
 		}
 		idle = 0;
@@ -809,22 +819,28 @@ int main(int argc, char **argv)
 			rte_exit(EXIT_FAILURE, "cannot start port 0\n");
 		rte_eth_promiscuous_enable(0);
 		rte_eth_macaddr_get(0, &my_mac);
+		if (sl_guard_init(1) != 0)
+			rte_exit(EXIT_FAILURE, "cannot set up the port guard\n");
+		sl_guard_enter(0);
 		if (!strcmp(O.mode, "reflect")) {
 			printf("reflecting on port 0\n");
 			fflush(stdout);
 			reflect_loop();
+			sl_guard_leave(0);
 			rte_eth_dev_stop(0);
 			rte_eal_cleanup();
 			return 0;
 		}
 		/* wait for the link (memif connects when both ends are up) */
 		struct rte_eth_link link;
+		sl_guard_offline(0);
 		for (int i = 0; i < 100 && !quit; i++) {
 			rte_eth_link_get_nowait(0, &link);
 			if (link.link_status)
 				break;
 			usleep(100000);
 		}
+		sl_guard_online(0);
 	}
 	if (O.preload)
 		preload();
@@ -838,6 +854,7 @@ int main(int argc, char **argv)
 			    (unsigned long)es.ipackets, (unsigned long)es.opackets,
 			    (unsigned long)es.imissed, (unsigned long)es.ierrors,
 			    (unsigned long)es.oerrors, (unsigned long)es.rx_nombuf);
+		sl_guard_leave(0);
 		rte_eth_dev_stop(0);
 		rte_eal_cleanup();
 	}
