@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <rte_interrupts.h>
-#include <rte_lcore.h>
 #include <rte_malloc.h>
 
 #include "sluice/portguard.h"
