@@ -7,7 +7,9 @@
 #   instructions  callgrind instructions per GET/SET through the request path
 #           must stay within 10% of perf/instructions.baseline
 #   e2e-asan  sluiced built with ASan+UBSan+LSan under the protocol-level
-#           end-to-end tests; any sanitizer report in its log fails the step
+#           end-to-end tests, and it and sluice-bench's reflector under
+#           memif peers killed mid-load; any sanitizer report in a log fails
+#           the step
 #   e2e     sluiced on net_tap in network namespaces, driven by pytest:
 #           raw UDP, pymemcache, memccapable, memccp/memccat, php-memcache,
 #           memcaslap -U, a differential run against stock memcached, and
@@ -43,14 +45,14 @@ build_asan() {
 build_asan_dp() {
     [[ -f build-asan-dp/build.ninja ]] || meson setup build-asan-dp -Dbuildtype=debug \
         -Db_sanitize=address,undefined -Db_lundef=false || return 1
-    ninja -C build-asan-dp sluiced
+    ninja -C build-asan-dp sluiced perf/sluice-bench
 }
 e2e_asan() {
     local logs; logs=$(mktemp -d)
     (cd tests/e2e && SLUICE_BUILD="$ROOT/build-asan-dp" SLUICE_LOGDIR="$logs" \
         ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         /usr/bin/python3 -m pytest -q -p no:cacheprovider test_udp.py test_tcp.py \
-        test_differential.py test_clients.py test_ports.py) || return 1
+        test_differential.py test_clients.py test_ports.py test_peer_churn.py) || return 1
     if grep -l -E "ERROR: (Address|Leak)Sanitizer|runtime error" "$logs"/*; then
         grep -h -A20 -E "ERROR: (Address|Leak)Sanitizer|runtime error" "$logs"/* | head -80
         return 1

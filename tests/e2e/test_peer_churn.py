@@ -27,6 +27,13 @@ SLUICED = os.path.join(BUILD, "sluiced")
 KILLS = 15
 
 
+def server_log(tmp, name):
+    """Where a server's output goes: SLUICE_LOGDIR when set (the sanitizer
+    run greps it for reports), else the test's own directory."""
+    d = os.environ.get("SLUICE_LOGDIR")
+    return os.path.join(d, f"churn-{name}.log") if d else str(tmp / f"{name}.log")
+
+
 def eal(prefix):
     return ["--no-pci", "--no-huge", "-m", "512", "--log-level", "*:error", "--file-prefix", prefix]
 
@@ -76,13 +83,13 @@ def test_reflector_outlives_clients_killed_under_load(tmp_path):
     sock = f"/run/sluice-churn-r{os.getpid()}.sock"
     p = start(["taskset", "-c", "0", BENCH] + eal("churnr") + [
         "--lcores", "0@0", "--vdev", f"net_memif0,role=server,socket={sock}", "--",
-        "--mode", "reflect"], "reflecting", str(tmp_path / "reflect.log"))
+        "--mode", "reflect"], "reflecting", server_log(tmp_path, "reflect"))
     try:
         kill_clients_under_load(p, sock, tmp_path)
         served_in_full(sock, tmp_path)
     finally:
         stop(p)
-    assert p.returncode == 0, open(tmp_path / "reflect.log").read()
+    assert p.returncode == 0, open(server_log(tmp_path, "reflect")).read()
 
 
 def test_busy_polling_sluiced_outlives_clients_killed_under_load(tmp_path):
@@ -91,7 +98,7 @@ def test_busy_polling_sluiced_outlives_clients_killed_under_load(tmp_path):
     p = start(["taskset", "-c", "0", SLUICED] + eal("churns") + [
         "--lcores", "0@0,1@0", "--vdev", f"net_memif0,role=server,socket={sock}", "--",
         "--ip", "198.18.0.1/24", "--tcp", f"127.0.0.1:{port}", "--workers", "1",
-        "--memory", "64", "--busy-poll"], "sluiced: ready", str(tmp_path / "sluiced.log"))
+        "--memory", "64", "--busy-poll"], "sluiced: ready", server_log(tmp_path, "sluiced"))
     try:
         kill_clients_under_load(p, sock, tmp_path)
         got = served_in_full(sock, tmp_path, "--preload")
@@ -103,4 +110,4 @@ def test_busy_polling_sluiced_outlives_clients_killed_under_load(tmp_path):
         assert got["done"] > 0
     finally:
         stop(p)
-    assert p.returncode == 0, open(tmp_path / "sluiced.log").read()
+    assert p.returncode == 0, open(server_log(tmp_path, "sluiced")).read()
