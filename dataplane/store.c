@@ -704,11 +704,11 @@ bool sl_store_prefetch_items(const struct sl_store *s, uint64_t hash)
 {
 	uint64_t k = keyed(s, hash), tag = tag_of(k);
 	const struct bucket *bk = bucket_of(s, k);
-	bool found = prefetch_tagged(bk, tag);
-	if (!is_link(bk->e[WAYS - 1]))
+	/* a key found inline ends the lookup there: its chain is not read */
+	if (prefetch_tagged(bk, tag) || !is_link(bk->e[WAYS - 1]))
 		return false;
 	prefetch(link_of(bk->e[WAYS - 1]));
-	return !found;
+	return true;
 }
 
 void sl_store_prefetch_chain(const struct sl_store *s, uint64_t hash)

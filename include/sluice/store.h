@@ -206,10 +206,10 @@ void sl_store_free(struct sl_store *s, struct sl_item *it);
 /**
  * Prefetch for a coming lookup of @p hash, in up to three steps, each once
  * the previous one's lines have had time to arrive: the bucket; the items
- * in it whose tag matches (and the next bucket of its chain, if any); and,
- * only when the items step returned true (no tag matched and the bucket
- * has a chain), the matching items down the chain. Called over a burst
- * before the burst is processed, so the misses overlap instead of queueing.
+ * in it whose tag matches or, when none does and the bucket has a chain,
+ * the chain's next bucket (the step then returns true); and, only after
+ * true, the matching items down the chain. Called over a burst before the
+ * burst is processed, so the misses overlap instead of queueing.
  */
 void sl_store_prefetch_bucket(const struct sl_store *s, uint64_t hash);
 bool sl_store_prefetch_items(const struct sl_store *s, uint64_t hash);
