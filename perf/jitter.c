@@ -8,8 +8,9 @@
  *
  * Spins reading the TSC and counts every gap of over 10 us between two
  * reads. With MIB > 0 each turn of the loop also reads 4 random bytes of a
- * MIB-sized buffer, as a server walking its store does: on this VM that
- * lengthens the gaps (measured: 20-40 us without, 40-160 us with 256 MiB).
+ * MIB-sized buffer, as a server walking its store does: on the VMs this
+ * ran on that lengthens the gaps (measured on two hosts: 10-20 and 20-40 us
+ * without, 20-40 and 40-160 us with 256 MiB).
  * Prints one JSON object: gaps per second by length and the fraction of
  * time lost in them.
  *
