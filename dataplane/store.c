@@ -15,6 +15,9 @@
 #include <time.h>
 
 #include <jemalloc/jemalloc.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "sluice/proto.h"
 #include "sluice/slot.h"
@@ -110,6 +113,47 @@ static inline uint64_t entry_of(uint64_t h, const struct sl_item *it)
 static inline struct sl_item *entry_item(uint64_t e)
 {
 	return (struct sl_item *)(uintptr_t)(e & PTR_MASK);
+}
+
+/*
+ * Which of a bucket's eight entries carry tag @p tag: bit 8i+7 is set for
+ * entry i (walk them with ctz, entry = bit / 8). An empty entry or a link
+ * never matches (tag bits 0; a tag is never 0). With SSE2 (every x86-64)
+ * this is four 16-bit compares over the whole line and no branch: the
+ * loop it replaces took a branch per entry, and the matching entry's place
+ * is random, so about one misprediction per lookup, twice per GET (item
+ * prefetch and lookup).
+ *
+ *   entry i (8 B, little endian):  bytes 0-5 pointer | bytes 6-7 tag
+ *   cmpeq per 16-bit lane -> movemask: 2 bits a lane, 8 bits an entry;
+ *   bit 8i+7 is the tag lane's high byte
+ */
+static inline uint64_t tag_hits(const struct bucket *bk, uint64_t tag)
+{
+#ifdef __SSE2__
+	const __m128i t = _mm_set1_epi16((short)tag);
+	const __m128i *v = (const __m128i *)bk->e;
+	uint64_t m = 0;
+	for (unsigned i = 0; i < 4; i++)
+		m |= (uint64_t)(uint16_t)_mm_movemask_epi8(
+		         _mm_cmpeq_epi16(_mm_loadu_si128(v + i), t))
+		     << (16 * i);
+	return m & UINT64_C(0x8080808080808080);
+#else
+	uint64_t m = 0;
+	for (unsigned i = 0; i < WAYS; i++)
+		if (bk->e[i] >> TAG_SHIFT == tag)
+			m |= UINT64_C(0x80) << (8 * i);
+	return m;
+#endif
+}
+
+/* The entry of the lowest bit of a tag_hits() mask, which it then clears. */
+static inline unsigned next_hit(uint64_t *m)
+{
+	unsigned i = (unsigned)__builtin_ctzll(*m) >> 3;
+	*m &= *m - 1;
+	return i;
 }
 
 static inline bool is_link(uint64_t e)
@@ -366,13 +410,9 @@ struct sl_item *sl_store_get(struct sl_store *s, uint64_t hash, const char *key,
 {
 	uint64_t k = keyed(s, hash), tag = tag_of(k);
 	for (struct bucket *bk = bucket_of(s, k); bk; bk = next_of(bk)) {
-		/* all eight entries: neither an empty entry nor a link (tag bits
-		 * 0, as user-space pointers are below 2^47) matches a tag */
-		for (unsigned i = 0; i < WAYS; i++) {
-			uint64_t e = bk->e[i];
-			if (e >> TAG_SHIFT != tag)
-				continue;
-			struct sl_item *it = entry_item(e);
+		for (uint64_t m = tag_hits(bk, tag); m;) {
+			unsigned i = next_hit(&m);
+			struct sl_item *it = entry_item(bk->e[i]);
 			if (it->klen != klen || memcmp(it->data, key, klen) != 0)
 				continue;
 			if (!sl_store_alive(s, it, now)) {
@@ -683,21 +723,18 @@ void sl_store_prefetch_bucket(const struct sl_store *s, uint64_t hash)
 /* Prefetch the items in @p bk whose tag is @p tag; true if there are any. */
 static bool prefetch_tagged(const struct bucket *bk, uint64_t tag)
 {
-	bool found = false;
-	for (unsigned i = 0; i < WAYS; i++) {
-		if (bk->e[i] >> TAG_SHIFT != tag)
-			continue;
+	uint64_t hits = tag_hits(bk, tag);
+	for (uint64_t m = hits; m;) {
 		/* items are 16-byte aligned, not line aligned: a small one
 		 * (header, key and value, 112 bytes for MICA's 16/64)
 		 * straddles up to three lines, and its key or even klen may
 		 * sit in the second */
-		const char *it = (const char *)entry_item(bk->e[i]);
+		const char *it = (const char *)entry_item(bk->e[next_hit(&m)]);
 		prefetch(it);
 		prefetch(it + 64);
 		prefetch(it + 127);
-		found = true;
 	}
-	return found;
+	return hits != 0;
 }
 
 bool sl_store_prefetch_items(const struct sl_store *s, uint64_t hash)

@@ -17,7 +17,8 @@
  * Index: linear hashing (Litwin) over 64-byte buckets of eight 8-byte
  * entries. An entry packs a 16-bit tag from the key's hash above a 48-bit
  * item pointer, so a lookup touches one cache line of index and, only on a
- * tag match, the item. When a bucket's eight entries are full, its last
+ * tag match, the item. The tags of a line are compared all at once (SSE2),
+ * without a branch per entry to mispredict. When a bucket's eight entries are full, its last
  * entry becomes a link (low bit set) to an overflow bucket, and the entry
  * that was there moves into the overflow bucket:
  *
