@@ -36,9 +36,8 @@
 struct num {
 	bool ok;
 	bool neg;
-	bool has_minus; /* '-' anywhere in the token (memcached's strchr) */
-	uint64_t mag;   /* magnitude, saturated */
-	bool overflow;  /* magnitude exceeded 2^64-1 */
+	uint64_t mag;  /* magnitude, saturated */
+	bool overflow; /* magnitude exceeded 2^64-1 */
 };
 
 /* isspace() in the C locale, without a call through the locale table */
@@ -51,7 +50,6 @@ static struct num scan_num(const char *s, size_t len)
 {
 	struct num n = {0};
 	size_t i = 0;
-	n.has_minus = memchr(s, '-', len) != NULL;
 	while (i < len && is_space(s[i]))
 		i++;
 	if (i < len && (s[i] == '+' || s[i] == '-')) {
@@ -82,7 +80,10 @@ bool sl_strtoull(const char *s, size_t len, uint64_t *out)
 	if (!n.ok || n.overflow)
 		return false;
 	uint64_t v = n.neg ? (uint64_t)0 - n.mag : n.mag;
-	if ((int64_t)v < 0 && n.has_minus)
+	/* memcached's strchr for a '-' anywhere in the token, asked only of
+	 * a value that reads negative: every number of every request would
+	 * otherwise pay a scan (about 30 instructions each, 3 in a SET) */
+	if ((int64_t)v < 0 && memchr(s, '-', len) != NULL)
 		return false;
 	*out = v;
 	return true;
