@@ -475,7 +475,8 @@ struct sl_item *sl_store_alloc(struct sl_store *s, const char *key, size_t klen,
 	size_t sz = sizeof(struct sl_item) + klen + vlen;
 	/* too large by memcached's rule (its header), so the same values are
 	 * accepted as by memcached with the same -I */
-	if (klen > SL_KEY_MAX || SL_ITEM_OVERHEAD + klen + vlen + 2 > s->max_item) {
+	if (klen > SL_KEY_MAX || vlen > s->max_item ||
+	    SL_ITEM_OVERHEAD + klen + vlen + 2 > s->max_item) { /* (vlen first: no wrap) */
 		errno = E2BIG;
 		return NULL;
 	}

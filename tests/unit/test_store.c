@@ -1,5 +1,6 @@
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -276,6 +277,10 @@ Test(store, too_large_and_pin)
 	cr_assert_null(sl_store_alloc(S, "b", 1, sizeof(big), 1000));
 	cr_assert_eq(errno, E2BIG);
 	(void)big;
+	/* a length that would wrap the size check around is refused too */
+	errno = 0;
+	cr_assert_null(sl_store_alloc(S, "b", 1, SIZE_MAX - 4, 1000));
+	cr_assert_eq(errno, E2BIG);
 	/* a pinned item survives allocations that need its memory */
 	struct sl_item *p = put("pinned", "x", 0);
 	sl_store_pin(S, p);
