@@ -44,6 +44,10 @@ struct bucket {
 	uint64_t e[WAYS];
 };
 
+/* Items up to this size have their charge (nallocx) remembered per 16-byte
+ * step: see charge_of(). */
+#define CHARGE_SMALL 4096
+
 /* A place in the index: entry k of bucket a's chain (the chain's entries
  * counted in order, links not counted). The clock hand and the sweep each
  * keep one; a split may shuffle a chain under them, which only means a few
@@ -78,6 +82,7 @@ struct sl_store {
 	uint64_t oldest_cas;
 	struct sl_store_stats st;
 	struct sl_class_stats cls[SL_CLASS_MAX + 1];
+	uint32_t charge[CHARGE_SMALL / 16]; /* see charge_of(); 0 = not asked yet */
 };
 
 _Static_assert(sizeof(struct bucket) == 64, "bucket is one cache line");
@@ -278,11 +283,33 @@ struct sl_store *sl_store_create(const struct sl_store_conf *conf)
 	return s;
 }
 
+/*
+ * What an allocation of @p sz bytes really takes: nallocx(), which costs
+ * about 70 instructions and is asked twice per SET (the new item, the one
+ * it replaces). Above 16 bytes jemalloc's classes (16-byte quantum on
+ * x86-64) end on multiples of 16, so every size of a 16-byte step has one
+ * answer, kept the first time it is asked (2 KiB a store). A step whose two
+ * ends disagree (another quantum) is marked and always asked.
+ */
+#define CHARGE_ASK UINT32_MAX
+
+static size_t charge_of(struct sl_store *s, size_t sz)
+{
+	if (sz <= 16 || sz > CHARGE_SMALL)
+		return nallocx(sz, s->mflags);
+	uint32_t *c = &s->charge[(sz - 1) / 16];
+	if (!*c) {
+		size_t lo = nallocx((sz - 1) / 16 * 16 + 1, s->mflags);
+		*c = lo == nallocx((sz + 15) / 16 * 16, s->mflags) ? (uint32_t)lo : CHARGE_ASK;
+	}
+	return *c != CHARGE_ASK ? *c : nallocx(sz, s->mflags);
+}
+
 static void item_release(struct sl_store *s, struct sl_item *it)
 {
 	size_t sz = sizeof(*it) + it->klen + it->vlen;
-	s->st.bytes -= nallocx(sz, s->mflags);
-	dallocx(it, s->mflags);
+	s->st.bytes -= charge_of(s, sz);
+	dallocx(it, s->mflags); /* sdallocx measured 14 instructions more */
 }
 
 void sl_store_destroy(struct sl_store *s)
@@ -480,7 +507,7 @@ struct sl_item *sl_store_alloc(struct sl_store *s, const char *key, size_t klen,
 		errno = E2BIG;
 		return NULL;
 	}
-	size_t charge = nallocx(sz, s->mflags);
+	size_t charge = charge_of(s, sz);
 	struct sl_item *it = NULL;
 	if (charge <= s->limit && make_room(s, charge, now))
 		it = mallocx(sz, s->mflags);

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <jemalloc/jemalloc.h>
+
 #include "sluice/slot.h"
 #include "sluice/store.h"
 
@@ -332,4 +334,28 @@ Test(store, sweep_frees_dead_items_in_bounded_steps)
 		sl_store_sweep(S, 1010, 64);
 	cr_assert_eq(sl_store_stats(S)->curr_items, 0);
 	cr_assert_eq(sl_store_stats(S)->bytes, 0);
+}
+
+/* The store charges each item what jemalloc really takes for it, also for
+ * sizes it has remembered the answer of (charge_of's table): every total
+ * size through the table's range and past it, in both directions. */
+Test(store, charges_exactly_what_jemalloc_takes)
+{
+	big_store();
+	char key[64];
+	memset(key, 'k', sizeof(key));
+	for (int down = 0; down < 2; down++)
+		for (size_t i = 0; i < 4300; i++) {
+			size_t total = down ? 4330 - i : 30 + i, klen = 1 + i % 50;
+			if (klen > total - sizeof(struct sl_item))
+				klen = total - sizeof(struct sl_item);
+			size_t vlen = total - sizeof(struct sl_item) - klen;
+			uint64_t before = sl_store_stats(S)->bytes;
+			struct sl_item *it = sl_store_alloc(S, key, klen, vlen, 1000);
+			cr_assert_not_null(it);
+			cr_assert_eq(sl_store_stats(S)->bytes - before, nallocx(total, 0),
+			             "an item of %zu bytes", total);
+			sl_store_free(S, it);
+			cr_assert_eq(sl_store_stats(S)->bytes, before);
+		}
 }
