@@ -132,6 +132,27 @@ struct peer {
 	uint16_t port;
 };
 
+/*
+ * The header checksum of the IPv4 header write_headers() writes, summed
+ * from the field values rather than read back from memory: the header's
+ * words have just been stored one by one, and rte_ipv4_cksum's wide loads
+ * of them waited for those stores (a store-forwarding stall, 7% of the
+ * worker's samples). One's complement sums do not care about byte order,
+ * so the words are summed as they sit in memory (network order), as
+ * rte_ipv4_cksum does. Fields not given are the constants written below:
+ * version/IHL 0x45, TOS 0, fragment 0, TTL 64, protocol UDP.
+ */
+static inline uint16_t reply_ip_cksum(rte_be16_t total_length, rte_be16_t packet_id, rte_be32_t src,
+                                      rte_be32_t dst)
+{
+	uint32_t sum = (uint32_t)rte_cpu_to_be_16(RTE_IPV4_VHL_DEF << 8) + total_length +
+	               packet_id + rte_cpu_to_be_16(64 << 8 | IPPROTO_UDP) + (src & 0xffff) +
+	               (src >> 16) + (dst & 0xffff) + (dst >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
 /* Write Ethernet, IPv4, UDP and frame headers for a reply datagram of
  * @p chunk reply bytes at @p p; returns where the reply bytes go. */
 static uint8_t *write_headers(struct sl_app *a, struct sl_worker *w, uint8_t *p,
@@ -146,16 +167,17 @@ static uint8_t *write_headers(struct sl_app *a, struct sl_worker *w, uint8_t *p,
 	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
 	ip->version_ihl = RTE_IPV4_VHL_DEF;
 	ip->type_of_service = 0;
-	ip->total_length =
+	rte_be16_t tot =
 	    rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + sizeof(*udp) + SL_FRAME_LEN + chunk));
-	ip->packet_id = rte_cpu_to_be_16(w->ip_id++);
+	rte_be16_t id = rte_cpu_to_be_16(w->ip_id++);
+	ip->total_length = tot;
+	ip->packet_id = id;
 	ip->fragment_offset = 0;
 	ip->time_to_live = 64;
 	ip->next_proto_id = IPPROTO_UDP;
 	ip->src_addr = a->cfg.ip;
 	ip->dst_addr = to->ip;
-	ip->hdr_checksum = 0;
-	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	ip->hdr_checksum = reply_ip_cksum(tot, id, a->cfg.ip, to->ip);
 	udp->src_port = rte_cpu_to_be_16(a->cfg.udp_port);
 	udp->dst_port = to->port;
 	udp->dgram_len = rte_cpu_to_be_16((uint16_t)(sizeof(*udp) + SL_FRAME_LEN + chunk));
