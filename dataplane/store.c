@@ -501,9 +501,10 @@ struct sl_item *sl_store_alloc(struct sl_store *s, const char *key, size_t klen,
 {
 	size_t sz = sizeof(struct sl_item) + klen + vlen;
 	/* too large by memcached's rule (its header), so the same values are
-	 * accepted as by memcached with the same -I */
+	 * accepted as by memcached with the same -I; vlen alone first, so
+	 * that no length can wrap the sum around */
 	if (klen > SL_KEY_MAX || vlen > s->max_item ||
-	    SL_ITEM_OVERHEAD + klen + vlen + 2 > s->max_item) { /* (vlen first: no wrap) */
+	    SL_ITEM_OVERHEAD + klen + vlen + 2 > s->max_item) {
 		errno = E2BIG;
 		return NULL;
 	}

@@ -18,9 +18,9 @@
  * entries. An entry packs a 16-bit tag from the key's hash above a 48-bit
  * item pointer, so a lookup touches one cache line of index and, only on a
  * tag match, the item. The tags of a line are compared all at once (SSE2),
- * without a branch per entry to mispredict. When a bucket's eight entries are full, its last
- * entry becomes a link (low bit set) to an overflow bucket, and the entry
- * that was there moves into the overflow bucket:
+ * without a branch per entry to mispredict. When a bucket's eight entries
+ * are full, its last entry becomes a link (low bit set) to an overflow
+ * bucket, and the entry that was there moves into the overflow bucket:
  *
  *   bucket (64 B):  +--------+--------+-- ... --+--------+---------------+
  *                   | tag|ptr| tag|ptr|         | tag|ptr| tag|ptr or    |
