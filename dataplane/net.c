@@ -97,6 +97,9 @@ static void handle_arp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m
 	to_kernel(a, w, m, SL_DROP_other_proto);
 }
 
+/* TTL of what sluiced sends (replies, ICMP echo replies) */
+#define REPLY_TTL 64
+
 static void handle_icmp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m,
                         struct rte_ipv4_hdr *ip, uint16_t ihl)
 {
@@ -113,7 +116,7 @@ static void handle_icmp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *
 	eth->dst_addr = t;
 	ip->dst_addr = ip->src_addr;
 	ip->src_addr = a->cfg.ip;
-	ip->time_to_live = 64;
+	ip->time_to_live = REPLY_TTL;
 	ip->hdr_checksum = 0;
 	ip->hdr_checksum = rte_ipv4_cksum(ip);
 	ic->icmp_type = RTE_IP_ICMP_ECHO_REPLY;
@@ -139,14 +142,14 @@ struct peer {
  * of them waited for those stores (a store-forwarding stall, 7% of the
  * worker's samples). One's complement sums do not care about byte order,
  * so the words are summed as they sit in memory (network order), as
- * rte_ipv4_cksum does. Fields not given are the constants written below:
- * version/IHL 0x45, TOS 0, fragment 0, TTL 64, protocol UDP.
+ * rte_ipv4_cksum does. Fields not given are the constants write_headers
+ * writes: version/IHL 0x45, TOS 0, fragment 0, TTL REPLY_TTL, protocol UDP.
  */
 static inline uint16_t reply_ip_cksum(rte_be16_t total_length, rte_be16_t packet_id, rte_be32_t src,
                                       rte_be32_t dst)
 {
 	uint32_t sum = (uint32_t)rte_cpu_to_be_16(RTE_IPV4_VHL_DEF << 8) + total_length +
-	               packet_id + rte_cpu_to_be_16(64 << 8 | IPPROTO_UDP) + (src & 0xffff) +
+	               packet_id + rte_cpu_to_be_16(REPLY_TTL << 8 | IPPROTO_UDP) + (src & 0xffff) +
 	               (src >> 16) + (dst & 0xffff) + (dst >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
@@ -173,7 +176,7 @@ static uint8_t *write_headers(struct sl_app *a, struct sl_worker *w, uint8_t *p,
 	ip->total_length = tot;
 	ip->packet_id = id;
 	ip->fragment_offset = 0;
-	ip->time_to_live = 64;
+	ip->time_to_live = REPLY_TTL;
 	ip->next_proto_id = IPPROTO_UDP;
 	ip->src_addr = a->cfg.ip;
 	ip->dst_addr = to->ip;
