@@ -49,6 +49,20 @@ static inline bool is_space(char c)
 static struct num scan_num(const char *s, size_t len)
 {
 	struct num n = {0};
+	/* the common case, up to 19 plain digits, which cannot overflow:
+	 * without the checks below (~60 instructions a number, three of them
+	 * in every SET, down to ~20); anything else takes the full rules */
+	if (len - 1 < 19) {
+		uint64_t v = 0;
+		size_t k = 0;
+		for (; k < len && (unsigned char)(s[k] - '0') < 10; k++)
+			v = v * 10 + (uint64_t)(s[k] - '0');
+		if (k == len) {
+			n.ok = true;
+			n.mag = v;
+			return n;
+		}
+	}
 	size_t i = 0;
 	while (i < len && is_space(s[i]))
 		i++;
@@ -205,32 +219,62 @@ struct tokens {
 	const char *end;
 };
 
+/* Record the token s[start, e) unless it is empty; false once memcached's
+ * token limit is reached, rest then set to what follows the space at e. */
+static inline bool tok_push(const char *s, size_t len, size_t start, size_t e, struct tokens *tk)
+{
+	if (start == e)
+		return true;
+	tk->t[tk->ntok].p = s + start;
+	tk->t[tk->ntok].len = (uint32_t)(e - start);
+	if (++tk->ntok < SL_MAX_TOKENS - 1)
+		return true;
+	tk->rest = e + 1 < len ? s + e + 1 : NULL;
+	return false;
+}
+
+/* Sixteen bytes a step where SSE2 is there: a byte loop cost ~5
+ * instructions a byte of the line, a third of a SET's parse. */
 static void tokenize(const char *s, size_t len, struct tokens *tk)
 {
-	const char *e = s, *start = s, *end = s + len;
+	size_t i = 0, start = 0;
 	tk->ntok = 0;
 	tk->rest = NULL;
-	tk->end = end;
-	for (; e < end; e++) {
-		if (*e != ' ')
-			continue;
-		if (start != e) {
-			tk->t[tk->ntok].p = start;
-			tk->t[tk->ntok].len = (uint32_t)(e - start);
-			tk->ntok++;
-			if (tk->ntok == SL_MAX_TOKENS - 1) {
-				e++;
-				tk->rest = e < end ? e : NULL;
+	tk->end = s + len;
+#ifdef __SSE2__
+	const __m128i sp = _mm_set1_epi8(' ');
+	for (; i + 16 <= len; i += 16) {
+		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+		unsigned bits = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, sp));
+		for (; bits; bits &= bits - 1) {
+			size_t e = i + (size_t)__builtin_ctz(bits);
+			if (!tok_push(s, len, start, e, tk))
 				return;
-			}
+			start = e + 1;
 		}
-		start = e + 1;
 	}
-	if (start != e) {
-		tk->t[tk->ntok].p = start;
-		tk->t[tk->ntok].len = (uint32_t)(e - start);
-		tk->ntok++;
+	if (i < len && len >= 16) {
+		/* the tail: the last sixteen bytes of the line, less the ones
+		 * the steps above have seen */
+		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + len - 16));
+		unsigned bits = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, sp));
+		for (bits >>= i - (len - 16); bits; bits &= bits - 1) {
+			size_t e = i + (size_t)__builtin_ctz(bits);
+			if (!tok_push(s, len, start, e, tk))
+				return;
+			start = e + 1;
+		}
+		i = len;
 	}
+#endif
+	for (; i < len; i++) {
+		if (s[i] != ' ')
+			continue;
+		if (!tok_push(s, len, start, i, tk))
+			return;
+		start = i + 1;
+	}
+	tok_push(s, len, start, len, tk);
 }
 
 static inline bool tok_is_n(const struct sl_tok *t, const char *s, size_t n)

@@ -120,6 +120,56 @@ Test(proto, storage)
 	assert_err("cas foo 0 0 1 x\r\n", "CLIENT_ERROR bad command line format");
 }
 
+/* The tokenizer looks at sixteen bytes a step, then at the line's last
+ * sixteen, then byte by byte: spaces anywhere in a line, at or across
+ * every step's edge, must split it where memcached splits it. */
+Test(proto, tokens_wherever_the_spaces_fall)
+{
+	char line[256], want_key[64];
+	unsigned seed = 12345, n = 0;
+	for (unsigned klen = 1; klen <= 40; klen++) {
+		for (unsigned trial = 0; trial < 40; trial++) {
+			unsigned gap[6];
+			for (unsigned g = 0; g < 6; g++) {
+				seed = seed * 1103515245u + 12345u;
+				gap[g] = 1 + (seed >> 16) % (g == 0 ? 20 : 18);
+			}
+			size_t o = (size_t)sprintf(line, "%*sset", (int)gap[0] - 1, "");
+			memset(want_key, 'a' + (int)(trial % 26), klen);
+			want_key[klen] = 0;
+			bool nr = trial & 1;
+			sprintf(line + o, "%*s%s%*s%u%*s%d%*s5%*s%s\r\nhello\r\n", (int)gap[1], "",
+			        want_key, (int)gap[2], "", klen * 7, (int)gap[3], "", -(int)trial,
+			        (int)gap[4], "", nr ? (int)gap[5] : 0, "", nr ? "noreply" : "");
+			cr_assert_eq(P(line), SL_PARSE_OK, "%s", line);
+			cr_assert_eq(R.cmd, SL_CMD_SET, "%s", line);
+			cr_assert_eq(R.key.len, klen, "%s", line);
+			cr_assert(memcmp(R.key.p, want_key, klen) == 0, "%s", line);
+			cr_assert_eq(R.flags, klen * 7, "%s", line);
+			cr_assert_eq(R.exptime, -(int)trial, "%s", line);
+			cr_assert_eq(R.vlen, 5, "%s", line);
+			cr_assert_eq(R.noreply, nr, "%s", line);
+			cr_assert(memcmp(R.data, "hello", 5) == 0, "%s", line);
+			n++;
+		}
+	}
+	cr_assert_eq(n, 1600);
+	/* trailing spaces are not a token; a space-only tail is nothing */
+	cr_assert_eq(P("touch abcdefghijklmnop 10                  \r\n"), SL_PARSE_OK);
+	cr_assert_eq(R.cmd, SL_CMD_TOUCH);
+	cr_assert_eq(R.exptime, 10);
+	/* memcached takes 23 tokens and leaves the rest (asked of memcached
+	 * 1.6.18): "noreply" counts as the 23rd token, not as the 24th */
+	for (int extra = 19; extra <= 20; extra++) {
+		char many[200] = "slabs automove 1";
+		for (int i = 0; i < extra; i++)
+			strcat(many, " x");
+		strcat(many, " noreply\r\n");
+		assert_err(many, "OK");
+		cr_assert_eq(R.noreply, extra == 19, "%s", many);
+	}
+}
+
 Test(proto, too_large_is_swallowed)
 {
 	static char buf[MAXI + 100];
