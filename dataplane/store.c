@@ -309,7 +309,11 @@ static void item_release(struct sl_store *s, struct sl_item *it)
 {
 	size_t sz = sizeof(*it) + it->klen + it->vlen;
 	s->st.bytes -= charge_of(s, sz);
-	dallocx(it, s->mflags); /* sdallocx measured 14 instructions more */
+	/* with the size, jemalloc knows the item's class without looking the
+	 * pointer up in its radix tree, a likely cache miss for an item not
+	 * touched since it was written: dallocx held 4.0% of sluiced's samples
+	 * in get95 (5% SETs), sdallocx does not show, for 14 instructions more */
+	sdallocx(it, sz, s->mflags);
 }
 
 void sl_store_destroy(struct sl_store *s)
