@@ -51,7 +51,7 @@ static struct num scan_num(const char *s, size_t len)
 	struct num n = {0};
 	/* the common case, up to 19 plain digits, which cannot overflow:
 	 * without the checks below (~60 instructions a number, three of them
-	 * in every SET, down to ~20); anything else takes the full rules */
+	 * in every SET, down to ~35); anything else takes the full rules */
 	if (len - 1 < 19) {
 		uint64_t v = 0;
 		size_t k = 0;
@@ -233,8 +233,8 @@ static inline bool tok_push(const char *s, size_t len, size_t start, size_t e, s
 	return false;
 }
 
-/* Sixteen bytes a step where SSE2 is there: a byte loop cost ~5
- * instructions a byte of the line, a third of a SET's parse. */
+/* Sixteen bytes a step where SSE2 is there: a byte loop cost ~6
+ * instructions a byte of the line, ~200 of the ~740 a SET spent parsing. */
 static void tokenize(const char *s, size_t len, struct tokens *tk)
 {
 	size_t i = 0, start = 0;

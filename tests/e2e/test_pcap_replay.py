@@ -1,7 +1,9 @@
 """A request stream written by sluice-bench --write-pcap, replayed into
 sluiced by Debian's dpdk-testpmd (net_pcap -> memif) with perf/pcap-replay:
 every request arrives, every one is answered, and the replies testpmd wrote
-back to a pcap are the right memcached replies to the right requests."""
+back to a pcap are the right memcached replies to the right requests; and
+the requests sluice-bench generates (the bytes it sends, which --write-pcap
+writes) are well-formed for the key shapes and distributions it offers."""
 import collections
 import os
 import re
