@@ -396,10 +396,10 @@ static void get_one(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *
 	mark_fetched(it, now);
 }
 
-int sl_exec_get1(struct sl_exec *ex, const char *key, size_t klen, uint64_t h, uint32_t req_len,
-                 uint32_t now, char *out, size_t cap)
+int sl_exec_get1(struct sl_exec *ex, const char *key, size_t klen, uint64_t ih, unsigned hint,
+                 uint32_t req_len, uint32_t now, char *out, size_t cap)
 {
-	struct sl_item *it = sl_store_get(ex->store, h, key, klen, now);
+	struct sl_item *it = sl_store_get_ih(ex->store, ih, hint, key, klen, now);
 	/* a live item is not changed by looking it up, so giving up here
 	 * leaves the request whole for the general path */
 	if ((it ? value_max(it) : 0) + 5 > cap)

@@ -205,8 +205,8 @@ static bool answer_in_place(struct sl_app *a, struct sl_worker *w, struct rte_mb
 	if (len != SL_PEEK_KEY_OFF + pk->klen + 2 || m->nb_segs != 1 ||
 	    rte_mbuf_refcnt_read(m) != 1 || !RTE_MBUF_DIRECT(m) || room < HDR_LEN + SL_UDP_CHUNK)
 		return false;
-	int n = sl_exec_get1(&w->ex, in + SL_PEEK_KEY_OFF, pk->klen, pk->hash, len, w->now, in,
-	                     SL_UDP_CHUNK);
+	int n = sl_exec_get1(&w->ex, in + SL_PEEK_KEY_OFF, pk->klen, pk->ih, pk->pf, len, w->now,
+	                     in, SL_UDP_CHUNK);
 	if (n < 0)
 		return false;
 	struct sl_frame rf = {.id = f->id, .seq = 0, .count = 1};

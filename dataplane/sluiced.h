@@ -119,10 +119,11 @@ extern struct sl_app *sl_app;
  */
 struct sl_peek {
 	uint64_t hash; /* 0: neither a get nor a set */
+	uint64_t ih;   /* mine: the index hash in this worker's store */
 	uint32_t klen;
 	bool get1;
 	bool mine;
-	bool chain; /* its item may be down an overflow chain (worker.c) */
+	uint8_t pf; /* what the item prefetch step returned (SL_PF_*) */
 };
 
 /* net.c: packets. @p pk: what the pre-pass learnt of @p m, or NULL. A

@@ -436,25 +436,65 @@ static void count_reclaim(struct sl_store *s, const struct sl_item *it)
 	}
 }
 
-struct sl_item *sl_store_get(struct sl_store *s, uint64_t hash, const char *key, size_t klen,
-                             uint32_t now)
+/* The item of entry @p e, which holds the key looked for: the item if it
+ * is alive; if not, it is unlinked and NULL returned. */
+static struct sl_item *found(struct sl_store *s, uint64_t *e, uint32_t now)
 {
-	uint64_t k = keyed(s, hash), tag = tag_of(k);
-	for (struct bucket *bk = bucket_of(s, k); bk; bk = next_of(bk)) {
+	struct sl_item *it = entry_item(*e);
+	if (sl_store_alive(s, it, now))
+		return it;
+	count_reclaim(s, it);
+	drop_entry(s, e);
+	return NULL;
+}
+
+static inline bool holds_key(uint64_t e, const char *key, size_t klen)
+{
+	const struct sl_item *it = entry_item(e);
+	return it->klen == klen && memcmp(it->data, key, klen) == 0;
+}
+
+_Static_assert(WAYS < SL_PF_CHAIN, "a prefetch hint names an entry in four bits");
+
+uint64_t sl_store_index_hash(const struct sl_store *s, uint64_t hash)
+{
+	return keyed(s, hash);
+}
+
+/* sl_store_get_ih's body; inline, so that sl_store_get (no hint) has no
+ * hint test */
+static inline struct sl_item *lookup(struct sl_store *s, uint64_t ih, unsigned hint,
+                                     const char *key, size_t klen, uint32_t now)
+{
+	uint64_t tag = tag_of(ih);
+	struct bucket *b0 = bucket_of(s, ih);
+	if (SL_PF_HINT(hint) && SL_PF_HINT(hint) <= WAYS) {
+		/* an empty entry or a link has tag bits 0, and a tag is never
+		 * 0: the tag compare alone keeps them out */
+		uint64_t *e = &b0->e[SL_PF_HINT(hint) - 1];
+		if (*e >> TAG_SHIFT == tag && holds_key(*e, key, klen))
+			return found(s, e, now);
+	}
+	for (struct bucket *bk = b0; bk; bk = next_of(bk)) {
 		for (uint64_t m = tag_hits(bk, tag); m;) {
 			unsigned i = next_hit(&m);
-			struct sl_item *it = entry_item(bk->e[i]);
-			if (it->klen != klen || memcmp(it->data, key, klen) != 0)
-				continue;
-			if (!sl_store_alive(s, it, now)) {
-				count_reclaim(s, it);
-				drop_entry(s, &bk->e[i]);
-				return NULL;
-			}
-			return it;
+			if (holds_key(bk->e[i], key, klen))
+				return found(s, &bk->e[i], now);
 		}
 	}
 	return NULL;
+}
+
+struct sl_item *sl_store_get_ih(struct sl_store *s, uint64_t ih, unsigned hint, const char *key,
+                                size_t klen, uint32_t now)
+{
+	return lookup(s, ih, hint, key, klen, now);
+}
+
+struct sl_item *sl_store_get(struct sl_store *s, uint64_t hash, const char *key, size_t klen,
+                             uint32_t now)
+{
+	return lookup(s, keyed(s, hash), 0, key, klen, now);
 }
 
 /* Evict one item with CLOCK. Returns false when nothing can be evicted. */
@@ -748,13 +788,14 @@ unsigned sl_store_sweep(struct sl_store *s, uint32_t now, unsigned budget)
 	return freed;
 }
 
-void sl_store_prefetch_bucket(const struct sl_store *s, uint64_t hash)
+void sl_store_prefetch_bucket(const struct sl_store *s, uint64_t ih)
 {
-	prefetch(bucket_of(s, keyed(s, hash)));
+	prefetch(bucket_of(s, ih));
 }
 
-/* Prefetch the items in @p bk whose tag is @p tag; true if there are any. */
-static bool prefetch_tagged(const struct bucket *bk, uint64_t tag)
+/* Prefetch the items in @p bk whose tag is @p tag; returns which they are
+ * (tag_hits). */
+static uint64_t prefetch_tagged(const struct bucket *bk, uint64_t tag)
 {
 	uint64_t hits = tag_hits(bk, tag);
 	for (uint64_t m = hits; m;) {
@@ -767,24 +808,26 @@ static bool prefetch_tagged(const struct bucket *bk, uint64_t tag)
 		prefetch(it + 64);
 		prefetch(it + 127);
 	}
-	return hits != 0;
+	return hits;
 }
 
-bool sl_store_prefetch_items(const struct sl_store *s, uint64_t hash)
+unsigned sl_store_prefetch_items(const struct sl_store *s, uint64_t ih)
 {
-	uint64_t k = keyed(s, hash), tag = tag_of(k);
-	const struct bucket *bk = bucket_of(s, k);
+	const struct bucket *bk = bucket_of(s, ih);
 	/* a key found inline ends the lookup there: its chain is not read */
-	if (prefetch_tagged(bk, tag) || !is_link(bk->e[WAYS - 1]))
-		return false;
+	uint64_t hits = prefetch_tagged(bk, tag_of(ih));
+	if (hits)
+		return 1 + ((unsigned)__builtin_ctzll(hits) >> 3);
+	if (!is_link(bk->e[WAYS - 1]))
+		return 0;
 	prefetch(link_of(bk->e[WAYS - 1]));
-	return true;
+	return SL_PF_CHAIN;
 }
 
-void sl_store_prefetch_chain(const struct sl_store *s, uint64_t hash)
+void sl_store_prefetch_chain(const struct sl_store *s, uint64_t ih)
 {
-	uint64_t k = keyed(s, hash), tag = tag_of(k);
-	for (const struct bucket *bk = next_of(bucket_of(s, k)); bk; bk = next_of(bk))
+	uint64_t tag = tag_of(ih);
+	for (const struct bucket *bk = next_of(bucket_of(s, ih)); bk; bk = next_of(bk))
 		if (prefetch_tagged(bk, tag))
 			return;
 }

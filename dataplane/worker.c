@@ -21,7 +21,7 @@
 #include "sluiced.h"
 
 /* Fill @p pk for @p m, a packet that worker @p w received (see struct
- * sl_peek; chain is set later, by the item prefetch). */
+ * sl_peek; ih and pf are set later, by the prefetch steps). */
 static void peek_key(const struct sl_app *a, const struct sl_worker *w, struct rte_mbuf *m,
                      struct sl_peek *pk)
 {
@@ -170,16 +170,18 @@ int sl_worker_main(void *arg)
 		struct sl_peek pk[SL_BURST];
 		for (uint16_t i = 0; i < n; i++) {
 			peek_key(a, w, pkts[i], &pk[i]);
-			if (pk[i].mine)
-				sl_store_prefetch_bucket(w->ex.store, pk[i].hash);
+			if (pk[i].mine) {
+				pk[i].ih = sl_store_index_hash(w->ex.store, pk[i].hash);
+				sl_store_prefetch_bucket(w->ex.store, pk[i].ih);
+			}
 		}
 		/* i < 0: the steps ahead of the first packets, nothing answered */
 		for (int i = -ITEM_AHEAD; i < (int)n; i++) {
 			int j = i + ITEM_AHEAD, k = i + CHAIN_AHEAD;
 			if (j < n && pk[j].mine)
-				pk[j].chain = sl_store_prefetch_items(w->ex.store, pk[j].hash);
-			if (k >= 0 && k < n && pk[k].chain)
-				sl_store_prefetch_chain(w->ex.store, pk[k].hash);
+				pk[j].pf = (uint8_t)sl_store_prefetch_items(w->ex.store, pk[j].ih);
+			if (k >= 0 && k < n && (pk[k].pf & SL_PF_CHAIN))
+				sl_store_prefetch_chain(w->ex.store, pk[k].ih);
 			if (i < 0)
 				continue;
 			if (i + 1 < n)

@@ -189,7 +189,9 @@ enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t 
 /**
  * The commonest request, answered without a conversation: a datagram of
  * exactly "get <key>\r\n" (@p req_len bytes) whose key (@p klen bytes at
- * @p key, hash @p h) this core owns. Writes the whole reply (the VALUE line
+ * @p key; @p ih its index hash in this core's store, sl_store_index_hash,
+ * and @p hint what sl_store_prefetch_items returned for it, or 0) this
+ * core owns. Writes the whole reply (the VALUE line
  * and data, then END) to @p out and returns its length, counting and
  * marking the item as sl_exec_run would for the same request.
  * Returns -1, having changed nothing, when the reply could need more than
@@ -197,8 +199,8 @@ enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t 
  * general path.
  * @p key may lie inside @p out: it is read before anything is written.
  */
-int sl_exec_get1(struct sl_exec *ex, const char *key, size_t klen, uint64_t h, uint32_t req_len,
-                 uint32_t now, char *out, size_t cap);
+int sl_exec_get1(struct sl_exec *ex, const char *key, size_t klen, uint64_t ih, unsigned hint,
+                 uint32_t req_len, uint32_t now, char *out, size_t cap);
 
 /** Sum of the per-core counters of a node (racy reads, by design). */
 void sl_node_sum(const struct sl_node *n, struct sl_core_stats *sum);

@@ -175,6 +175,24 @@ struct sl_item *sl_store_get(struct sl_store *s, uint64_t hash, const char *key,
                              uint32_t now);
 
 /**
+ * The index hash of a key whose hash is @p hash: the hash mixed with this
+ * store's secret, which is what the index is addressed by. The worker's
+ * burst loop computes it once per request for its prefetch steps and its
+ * lookup (sl_store_get_ih), which would otherwise mix it again each.
+ */
+uint64_t sl_store_index_hash(const struct sl_store *s, uint64_t hash);
+
+/**
+ * sl_store_get by index hash, with @p hint: what sl_store_prefetch_items
+ * returned for the same key (0: none). SL_PF_HINT(hint) names the entry of
+ * the key's bucket whose tag matched then; it is read afresh and its key
+ * compared, so a store changed since (a SET earlier in the burst, a split)
+ * costs the full lookup, never a wrong answer.
+ */
+struct sl_item *sl_store_get_ih(struct sl_store *s, uint64_t ih, unsigned hint, const char *key,
+                                size_t klen, uint32_t now);
+
+/**
  * Allocate an unlinked item with room for klen + vlen bytes, evicting as
  * needed (dead items first, judged at @p now, which also becomes the item's
  * access time). The key is copied in; the caller fills the value and links
@@ -205,16 +223,20 @@ void sl_store_unlink(struct sl_store *s, struct sl_item *it, uint64_t hash);
 void sl_store_free(struct sl_store *s, struct sl_item *it);
 
 /**
- * Prefetch for a coming lookup of @p hash, in up to three steps, each once
- * the previous one's lines have had time to arrive: the bucket; the items
- * in it whose tag matches or, when none does and the bucket has a chain,
- * the chain's next bucket (the step then returns true); and, only after
- * true, the matching items down the chain. Called over a burst before the
- * burst is processed, so the misses overlap instead of queueing.
+ * Prefetch for a coming lookup of index hash @p ih, in up to three steps,
+ * each once the previous one's lines have had time to arrive: the bucket;
+ * the items in it whose tag matches (the step returns the first one's
+ * entry as a hint for sl_store_get_ih) or, when none does and the bucket
+ * has a chain, the chain's next bucket (the step then returns
+ * SL_PF_CHAIN); and, only after SL_PF_CHAIN, the matching items down the
+ * chain. Called over a burst before the burst is processed, so the misses
+ * overlap instead of queueing.
  */
-void sl_store_prefetch_bucket(const struct sl_store *s, uint64_t hash);
-bool sl_store_prefetch_items(const struct sl_store *s, uint64_t hash);
-void sl_store_prefetch_chain(const struct sl_store *s, uint64_t hash);
+#define SL_PF_CHAIN 0x10u
+#define SL_PF_HINT(pf) ((pf)&0xfu)
+void sl_store_prefetch_bucket(const struct sl_store *s, uint64_t ih);
+unsigned sl_store_prefetch_items(const struct sl_store *s, uint64_t ih);
+void sl_store_prefetch_chain(const struct sl_store *s, uint64_t ih);
 
 /** Next CAS value (per store, strictly increasing, never 0). */
 uint64_t sl_store_next_cas(struct sl_store *s);

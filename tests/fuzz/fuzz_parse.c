@@ -102,8 +102,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		static char out[SL_UDP_CHUNK]; /* one reply datagram, as sluiced offers */
 		unsigned o = sl_slot_owner(&map, kh);
 		uint32_t now = 1700000000u + (unsigned)(size & 7);
-		int n = sl_exec_get1(&cores[o], in + SL_PEEK_KEY_OFF, klen, kh, (uint32_t)size, now,
-		                     out, sizeof(out));
+		/* as the worker calls it: index hash, and the item prefetch's hint */
+		uint64_t ih = sl_store_index_hash(cores[o].store, kh);
+		unsigned hint = sl_store_prefetch_items(cores[o].store, ih);
+		int n = sl_exec_get1(&cores[o], in + SL_PEEK_KEY_OFF, klen, ih, hint,
+		                     (uint32_t)size, now, out, sizeof(out));
 		sl_conv_reset(&conv, in, (uint32_t)size, true);
 		if (sl_exec_run(&cores[o], &conv, now, &to) != SL_EXEC_DONE)
 			abort();

@@ -173,6 +173,15 @@ Test(exec, flush_all)
 	EXPECT("get a\r\n", "END\r\n");
 }
 
+/* sl_exec_get1 on core 0 as the worker calls it: index hash and the item
+ * prefetch step's hint */
+static int get1(const char *key, size_t kl, uint32_t req_len, uint32_t now, char *out, size_t cap)
+{
+	uint64_t ih = sl_store_index_hash(cores[0].store, sl_key_hash(key, kl));
+	unsigned hint = sl_store_prefetch_items(cores[0].store, ih);
+	return sl_exec_get1(&cores[0], key, kl, ih, hint, req_len, now, out, cap);
+}
+
 /* sl_exec_get1 answers "get <key>\r\n" as sl_exec_run does, byte for byte
  * and counter for counter. */
 static void get1_agrees(const char *key, uint32_t now)
@@ -180,9 +189,8 @@ static void get1_agrees(const char *key, uint32_t now)
 	char req[300], out[2048];
 	int rl = snprintf(req, sizeof(req), "get %s\r\n", key);
 	size_t kl = strlen(key);
-	uint64_t h = sl_key_hash(key, kl);
 	struct sl_core_stats before = cores[0].st;
-	int n = sl_exec_get1(&cores[0], req + 4, kl, h, (uint32_t)rl, now, out, sizeof(out));
+	int n = get1(req + 4, kl, (uint32_t)rl, now, out, sizeof(out));
 	cr_assert_geq(n, 5, "%s", key);
 	struct sl_core_stats fast = cores[0].st;
 	cr_assert_eq(fast.requests - before.requests, 1);
@@ -210,16 +218,14 @@ Test(exec, get1_answers_as_the_general_path)
 	/* expired: the fast path reclaims it and answers a miss */
 	uint64_t misses = cores[0].st.get_misses;
 	char out[128];
-	cr_assert_eq(
-	    sl_exec_get1(&cores[0], "ttl", 3, sl_key_hash("ttl", 3), 9, NOW + 10, out, sizeof(out)),
-	    5);
+	cr_assert_eq(get1("ttl", 3, 9, NOW + 10, out, sizeof(out)), 5);
 	cr_assert_eq(cores[0].st.get_misses, misses + 1);
 	get1_agrees("ttl", NOW + 10);
 	EXPECT("flush_all\r\n", "OK\r\n");
 	get1_agrees("foo", NOW);
 	/* a get marks the item fetched, as the general path does */
 	EXPECT("set f 0 0 1\r\nx\r\n", "STORED\r\n");
-	cr_assert_eq(sl_exec_get1(&cores[0], "f", 1, sl_key_hash("f", 1), 7, NOW, out, sizeof(out)),
+	cr_assert_eq(get1("f", 1, 7, NOW, out, sizeof(out)),
 	             (int)strlen("VALUE f 0 1\r\nx\r\nEND\r\n"));
 	cr_assert_str_eq(run("mg f h\r\n"), "HD h1\r\n");
 }
@@ -251,8 +257,7 @@ Test(exec, get1_gives_up_on_what_does_not_fit_and_changes_nothing)
 	EXPECT(big, "STORED\r\n");
 	struct sl_core_stats before = cores[0].st;
 	char out[1392];
-	cr_assert_eq(
-	    sl_exec_get1(&cores[0], "big", 3, sl_key_hash("big", 3), 9, NOW, out, sizeof(out)), -1);
+	cr_assert_eq(get1("big", 3, 9, NOW, out, sizeof(out)), -1);
 	cr_assert(memcmp(&before, &cores[0].st, sizeof(before)) == 0);
 	cr_assert_str_eq(run("mg big h\r\n"), "HD h0\r\n"); /* not marked fetched */
 }

@@ -169,6 +169,16 @@ Test(store, long_chains_split_and_repack)
 	cr_assert_eq(sl_store_stats(S)->evictions, 0);
 }
 
+static uint64_t ih_of(const char *k)
+{
+	return sl_store_index_hash(S, sl_key_hash(k, strlen(k)));
+}
+
+static unsigned pf_items(const char *k)
+{
+	return sl_store_prefetch_items(S, ih_of(k));
+}
+
 /* The worker's prefetch steps: the items step asks for the chain step only
  * for a key its bucket's inline entries cannot hold, that is one past the
  * seven inline entries of an overflowing bucket, or one that is absent. */
@@ -181,18 +191,16 @@ Test(store, prefetch_asks_for_the_chain_only_past_inline_entries)
 	for (int i = 0; i < 8; i++)
 		cr_assert_not_null(put(keys[i], "v", 0));
 	for (int i = 0; i < 8; i++)
-		cr_assert(!sl_store_prefetch_items(S, sl_key_hash(keys[i], strlen(keys[i]))));
-	cr_assert(!sl_store_prefetch_items(S, sl_key_hash(keys[8], strlen(keys[8]))),
-	          "absent, and there is no chain to look down");
+		cr_assert(!(pf_items(keys[i]) & SL_PF_CHAIN));
+	cr_assert_eq(pf_items(keys[8]), 0, "absent, and there is no chain to look down");
 	/* twelve: seven inline, five down the chain */
 	for (int i = 8; i < 12; i++)
 		cr_assert_not_null(put(keys[i], "v", 0));
 	int chained = 0;
 	for (int i = 0; i < 12; i++) {
-		uint64_t h = sl_key_hash(keys[i], strlen(keys[i]));
-		if (sl_store_prefetch_items(S, h)) {
+		if (pf_items(keys[i]) & SL_PF_CHAIN) {
 			chained++;
-			sl_store_prefetch_chain(S, h);
+			sl_store_prefetch_chain(S, ih_of(keys[i]));
 		}
 		cr_assert_not_null(get(keys[i], 1000), "%s", keys[i]);
 	}
@@ -206,9 +214,56 @@ Test(store, prefetch_asks_for_the_chain_only_past_inline_entries)
 		uint64_t h = sl_key_hash(k, strlen(k));
 		if (sl_store_bucket(S, h) != 9)
 			continue;
-		cr_assert(sl_store_prefetch_items(S, h), "absent: may be down the chain");
+		cr_assert_eq(pf_items(k), SL_PF_CHAIN, "absent: may be down the chain");
 		break;
 	}
+}
+
+static struct sl_item *get_hinted(const char *k, unsigned hint, uint32_t now)
+{
+	return sl_store_get_ih(S, ih_of(k), hint, k, strlen(k), now);
+}
+
+/* The item step's hint (the entry whose tag matched) is only a hint: a
+ * hint that names another key's entry, an entry since emptied or reused,
+ * or no entry at all still finds exactly what sl_store_get finds. */
+Test(store, a_wrong_or_stale_hint_costs_a_lookup_never_a_wrong_answer)
+{
+	static char keys[9][32];
+	keys_in_bucket("h", 9, keys, 9);
+	for (int i = 0; i < 8; i++)
+		cr_assert_not_null(put(keys[i], keys[i], 0));
+	unsigned hint[8];
+	for (int i = 0; i < 8; i++) {
+		hint[i] = pf_items(keys[i]);
+		cr_assert(SL_PF_HINT(hint[i]) >= 1 && SL_PF_HINT(hint[i]) <= 8, "%u", hint[i]);
+	}
+	for (int i = 0; i < 8; i++) {
+		for (int j = 0; j < 8; j++) {
+			struct sl_item *it = get_hinted(keys[i], hint[j], 1000);
+			cr_assert_not_null(it, "%s with %s's hint", keys[i], keys[j]);
+			cr_assert(memcmp(sl_item_value(it), keys[i], strlen(keys[i])) == 0);
+		}
+		cr_assert_eq(get_hinted(keys[i], 0, 1000), get(keys[i], 1000));
+		cr_assert_eq(get_hinted(keys[i], 15, 1000), get(keys[i], 1000), "out of range");
+	}
+	/* absent, with a hint at a present entry */
+	cr_assert_null(get_hinted(keys[8], hint[0], 1000));
+	/* keys[0]'s entry emptied, then taken by keys[8] */
+	struct sl_item *old = get(keys[0], 1000);
+	sl_store_unlink(S, old, sl_key_hash(keys[0], strlen(keys[0])));
+	cr_assert_null(get_hinted(keys[0], hint[0], 1000));
+	cr_assert_not_null(put(keys[8], keys[8], 0));
+	cr_assert_null(get_hinted(keys[0], hint[0], 1000));
+	struct sl_item *it = get_hinted(keys[8], hint[0], 1000);
+	cr_assert_not_null(it);
+	cr_assert(memcmp(sl_item_value(it), keys[8], strlen(keys[8])) == 0);
+	/* an expired item found through the hint is reclaimed, as by a scan */
+	cr_assert_not_null(put(keys[1], "soon", 1500));
+	uint64_t items = sl_store_stats(S)->curr_items;
+	cr_assert_null(get_hinted(keys[1], pf_items(keys[1]), 2000));
+	cr_assert_eq(sl_store_stats(S)->curr_items, items - 1);
+	cr_assert_null(get(keys[1], 2000));
 }
 
 /* Keys chosen to share bits of their public XXH3 hash (what an attacker can
