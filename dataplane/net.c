@@ -21,6 +21,7 @@
 #include <rte_mbuf.h>
 #include <rte_udp.h>
 
+#include "sluice/ipsum.h"
 #include "sluiced.h"
 
 #define HDR_LEN                                                                                    \
@@ -135,27 +136,6 @@ struct peer {
 	uint16_t port;
 };
 
-/*
- * The header checksum of the IPv4 header write_headers() writes, summed
- * from the field values rather than read back from memory: the header's
- * words have just been stored one by one, and rte_ipv4_cksum's wide loads
- * of them waited for those stores (a store-forwarding stall, 7% of the
- * worker's samples). One's complement sums do not care about byte order,
- * so the words are summed as they sit in memory (network order), as
- * rte_ipv4_cksum does. Fields not given are the constants write_headers
- * writes: version/IHL 0x45, TOS 0, fragment 0, TTL REPLY_TTL, protocol UDP.
- */
-static inline uint16_t reply_ip_cksum(rte_be16_t total_length, rte_be16_t packet_id, rte_be32_t src,
-                                      rte_be32_t dst)
-{
-	uint32_t sum = (uint32_t)rte_cpu_to_be_16(RTE_IPV4_VHL_DEF << 8) + total_length +
-	               packet_id + rte_cpu_to_be_16(REPLY_TTL << 8 | IPPROTO_UDP) + (src & 0xffff) +
-	               (src >> 16) + (dst & 0xffff) + (dst >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (uint16_t)~sum;
-}
-
 /* Write Ethernet, IPv4, UDP and frame headers for a reply datagram of
  * @p chunk reply bytes at @p p; returns where the reply bytes go. */
 static uint8_t *write_headers(struct sl_app *a, struct sl_worker *w, uint8_t *p,
@@ -180,7 +160,8 @@ static uint8_t *write_headers(struct sl_app *a, struct sl_worker *w, uint8_t *p,
 	ip->next_proto_id = IPPROTO_UDP;
 	ip->src_addr = a->cfg.ip;
 	ip->dst_addr = to->ip;
-	ip->hdr_checksum = reply_ip_cksum(tot, id, a->cfg.ip, to->ip);
+	/* from the values: see sluice/ipsum.h */
+	ip->hdr_checksum = sl_ipv4_cksum(tot, id, REPLY_TTL, IPPROTO_UDP, a->cfg.ip, to->ip);
 	udp->src_port = rte_cpu_to_be_16(a->cfg.udp_port);
 	udp->dst_port = to->port;
 	udp->dgram_len = rte_cpu_to_be_16((uint16_t)(sizeof(*udp) + SL_FRAME_LEN + chunk));

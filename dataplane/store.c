@@ -817,7 +817,7 @@ unsigned sl_store_prefetch_items(const struct sl_store *s, uint64_t ih)
 	/* a key found inline ends the lookup there: its chain is not read */
 	uint64_t hits = prefetch_tagged(bk, tag_of(ih));
 	if (hits)
-		return 1 + ((unsigned)__builtin_ctzll(hits) >> 3);
+		return 1 + next_hit(&hits);
 	if (!is_link(bk->e[WAYS - 1]))
 		return 0;
 	prefetch(link_of(bk->e[WAYS - 1]));

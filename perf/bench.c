@@ -49,6 +49,7 @@
 #include <rte_mbuf.h>
 #include <rte_udp.h>
 
+#include "sluice/ipsum.h"
 #include "sluice/portguard.h"
 
 #define BURST 32
@@ -329,20 +330,7 @@ static struct rte_mempool *pool;
 static struct rte_ether_addr my_mac;
 static const struct rte_ether_addr bcast = {{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
 
-/* The IPv4 header checksum of a request, summed from the field values
- * (only the length changes): rte_ipv4_cksum reads the header back right
- * after it was written, and waits on store forwarding. */
-static uint16_t request_ip_cksum(uint16_t total_length)
-{
-	uint32_t src = rte_be_to_cpu_32(O.client_ip), dst = rte_be_to_cpu_32(O.server_ip);
-	uint32_t sum = (uint32_t)RTE_IPV4_VHL_DEF << 8;
-	sum += total_length + (64u << 8 | IPPROTO_UDP); /* TTL, protocol */
-	sum += (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	/* as rte_ipv4_cksum: a sum of 0xffff is written as it is, not as 0 */
-	return rte_cpu_to_be_16(sum == 0xffff ? (uint16_t)sum : (uint16_t)~sum);
-}
+#define REQUEST_TTL 64
 
 /* One request as an Ethernet frame at @p p; returns its length. */
 static size_t fill_frame(uint8_t *p, bool set, uint32_t k, uint16_t id)
@@ -361,15 +349,16 @@ static size_t fill_frame(uint8_t *p, bool set, uint32_t k, uint16_t id)
 	uint16_t udplen = (uint16_t)(sizeof(*udp) + FRAME + n);
 	ip->version_ihl = RTE_IPV4_VHL_DEF;
 	ip->type_of_service = 0;
-	uint16_t iplen = (uint16_t)(sizeof(*ip) + udplen);
-	ip->total_length = rte_cpu_to_be_16(iplen);
+	rte_be16_t iplen = rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + udplen));
+	ip->total_length = iplen;
 	ip->packet_id = 0;
 	ip->fragment_offset = 0;
-	ip->time_to_live = 64;
+	ip->time_to_live = REQUEST_TTL;
 	ip->next_proto_id = IPPROTO_UDP;
 	ip->src_addr = O.client_ip;
 	ip->dst_addr = O.server_ip;
-	ip->hdr_checksum = request_ip_cksum(iplen);
+	ip->hdr_checksum =
+	    sl_ipv4_cksum(iplen, 0, REQUEST_TTL, IPPROTO_UDP, O.client_ip, O.server_ip);
 	udp->src_port = rte_cpu_to_be_16((uint16_t)(20000 + (id & 1023)));
 	udp->dst_port = rte_cpu_to_be_16(O.port);
 	udp->dgram_len = rte_cpu_to_be_16(udplen);
