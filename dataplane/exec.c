@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "sluice/bytes.h"
 #include "sluice/exec.h"
 
 const char *const sl_drop_names[SL_DROP__COUNT] = {
@@ -251,7 +252,7 @@ static enum store_res do_store(struct sl_exec *ex, const struct store_args *a, u
 		memcpy(v, a->data, a->vlen);
 		memcpy(v + a->vlen, sl_item_value(old), old->vlen);
 	} else {
-		memcpy(v, a->data, a->vlen);
+		sl_copy(v, a->data, a->vlen);
 	}
 	it->flags = concat ? old->flags : a->flags;
 	it->exptime = concat ? old->exptime : a->exptime;
@@ -338,7 +339,7 @@ static size_t fmt_value(char *p, const struct sl_item *it, bool with_cas)
 	char *start = p;
 	memcpy(p, "VALUE ", 6);
 	p += 6;
-	memcpy(p, it->data, it->klen);
+	sl_copy(p, it->data, it->klen);
 	p += it->klen;
 	*p++ = ' ';
 	p += fmt_u64(p, it->flags);
@@ -350,7 +351,7 @@ static size_t fmt_value(char *p, const struct sl_item *it, bool with_cas)
 	}
 	*p++ = '\r';
 	*p++ = '\n';
-	memcpy(p, it->data + it->klen, it->vlen);
+	sl_copy(p, it->data + it->klen, it->vlen);
 	p += it->vlen;
 	*p++ = '\r';
 	*p++ = '\n';

@@ -19,6 +19,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "sluice/bytes.h"
 #include "sluice/proto.h"
 #include "sluice/slot.h"
 #include "sluice/store.h"
@@ -451,7 +452,7 @@ static struct sl_item *found(struct sl_store *s, uint64_t *e, uint32_t now)
 static inline bool holds_key(uint64_t e, const char *key, size_t klen)
 {
 	const struct sl_item *it = entry_item(e);
-	return it->klen == klen && memcmp(it->data, key, klen) == 0;
+	return it->klen == klen && sl_same(it->data, key, klen);
 }
 
 _Static_assert(WAYS < SL_PF_CHAIN, "a prefetch hint names an entry in four bits");
@@ -567,7 +568,7 @@ struct sl_item *sl_store_alloc(struct sl_store *s, const char *key, size_t klen,
 	it->klen = (uint8_t)klen;
 	it->vlen = (uint32_t)vlen;
 	it->atime = now;
-	memcpy(it->data, key, klen);
+	sl_copy(it->data, key, klen);
 	return it;
 }
 
