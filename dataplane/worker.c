@@ -53,7 +53,12 @@ static void peek_key(const struct sl_app *a, const struct sl_worker *w, struct r
  * 1 or all 32 at once gave ~2.4 Mops/s, 8 gave ~3.5-4.0 (6-16 were alike
  * within this machine's noise). Prefetching the buckets in steps as well,
  * instead of all at the start of the burst, made no difference (bucket
- * distances 8-24 with item distances 4-16: 3.38-3.61 Mops/s, all alike). */
+ * distances 8-24 with item distances 4-16: 3.38-3.61 Mops/s, all alike).
+ * On a later host (~9 Mops/s) 8 is still best: items 12 or 16 ahead were
+ * ~10% slower when the host runs slow, buckets prefetched 24 ahead inside
+ * this loop instead of in the pre-pass 15% slower, RX bursts of 64 3-13%,
+ * and no bucket prefetch at all (the item step reading the bucket as a
+ * plain load) 40% slower, although a loop without the NIC ran faster so. */
 #define ITEM_AHEAD 8
 /* How many packets ahead an item down an overflow chain is prefetched: the
  * item prefetch brought the chained bucket in, and this reads it. Without
