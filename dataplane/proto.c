@@ -233,6 +233,20 @@ static inline bool tok_push(const char *s, size_t len, size_t start, size_t e, s
 	return false;
 }
 
+/* Record the tokens that end at the spaces marked in @p bits (bit k: the
+ * byte at base + k), from *start on; false once the token limit is hit. */
+static inline bool tok_spaces(const char *s, size_t len, size_t base, unsigned bits, size_t *start,
+                              struct tokens *tk)
+{
+	for (; bits; bits &= bits - 1) {
+		size_t e = base + (size_t)__builtin_ctz(bits);
+		if (!tok_push(s, len, *start, e, tk))
+			return false;
+		*start = e + 1;
+	}
+	return true;
+}
+
 /* Sixteen bytes a step where SSE2 is there: a byte loop cost ~6
  * instructions a byte of the line, ~200 of the ~740 a SET spent parsing. */
 static void tokenize(const char *s, size_t len, struct tokens *tk)
@@ -246,24 +260,16 @@ static void tokenize(const char *s, size_t len, struct tokens *tk)
 	for (; i + 16 <= len; i += 16) {
 		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
 		unsigned bits = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, sp));
-		for (; bits; bits &= bits - 1) {
-			size_t e = i + (size_t)__builtin_ctz(bits);
-			if (!tok_push(s, len, start, e, tk))
-				return;
-			start = e + 1;
-		}
+		if (!tok_spaces(s, len, i, bits, &start, tk))
+			return;
 	}
 	if (i < len && len >= 16) {
 		/* the tail: the last sixteen bytes of the line, less the ones
 		 * the steps above have seen */
 		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + len - 16));
 		unsigned bits = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, sp));
-		for (bits >>= i - (len - 16); bits; bits &= bits - 1) {
-			size_t e = i + (size_t)__builtin_ctz(bits);
-			if (!tok_push(s, len, start, e, tk))
-				return;
-			start = e + 1;
-		}
+		if (!tok_spaces(s, len, i, bits >> (i - (len - 16)), &start, tk))
+			return;
 		i = len;
 	}
 #endif
