@@ -14,6 +14,7 @@
 
 #include "sluice/bytes.h"
 #include "sluice/exec.h"
+#include "sluice/fault.h"
 
 const char *const sl_drop_names[SL_DROP__COUNT] = {
 #define X(n) #n,
@@ -23,18 +24,44 @@ const char *const sl_drop_names[SL_DROP__COUNT] = {
 
 /* ---- buffer ------------------------------------------------------------- */
 
-int sl_buf_reserve(struct sl_buf *b, size_t extra)
+static int buf_grow(struct sl_buf *b, size_t need)
 {
-	if (b->len + extra <= b->cap)
-		return 0;
 	size_t cap = b->cap ? b->cap : 2048;
-	while (cap < b->len + extra)
+	while (cap < need)
 		cap *= 2;
 	char *p = realloc(b->p, cap);
 	if (!p)
 		return -ENOMEM;
 	b->p = p;
 	b->cap = cap;
+	return 0;
+}
+
+int sl_buf_reserve(struct sl_buf *b, size_t extra)
+{
+	size_t need = b->len + extra + SL_BUF_SPARE;
+	if (need <= b->cap)
+		return 0;
+	if (sl_fault(SL_FAULT_buf_grow) || buf_grow(b, need) != 0) {
+		b->err = true;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int sl_buf_fail(struct sl_buf *b, size_t mark, const char *line)
+{
+	size_t n = strlen(line);
+	if (mark > b->len || n + 2 > SL_BUF_SPARE)
+		return -EINVAL;
+	b->len = mark;
+	b->err = false;
+	/* the spare room is there in any buffer that was ever allocated */
+	if (b->len + n + 2 > b->cap && buf_grow(b, b->len + n + 2 + SL_BUF_SPARE) != 0)
+		return -ENOMEM;
+	memcpy(b->p + b->len, line, n);
+	memcpy(b->p + b->len + n, "\r\n", 2);
+	b->len += n + 2;
 	return 0;
 }
 
@@ -54,6 +81,7 @@ void sl_buf_release(struct sl_buf *b)
 	free(b->p);
 	b->p = NULL;
 	b->len = b->cap = 0;
+	b->err = false;
 }
 
 static void put_str(struct sl_buf *b, const char *s)
@@ -115,6 +143,7 @@ void sl_conv_reset(struct sl_conv *c, const char *in, uint32_t len, bool udp)
 	memset(c, 0, sizeof(*c));
 	c->out = keep;
 	c->out.len = 0;
+	c->out.err = false;
 	c->in = in;
 	c->in_len = len;
 	c->udp = udp;
@@ -241,7 +270,7 @@ static enum store_res do_store(struct sl_exec *ex, const struct store_args *a, u
 		/* memcached drops the old value of a failed set rather than
 		 * leave stale data behind */
 		if (a->mode == SL_CMD_SET && old)
-			sl_store_unlink(s, old, a->hash);
+			sl_store_delete(s, old, a->hash);
 		return big ? ST_TOO_LARGE : ST_NO_MEM;
 	}
 	char *v = sl_item_value(it);
@@ -262,7 +291,11 @@ static enum store_res do_store(struct sl_exec *ex, const struct store_args *a, u
 		it->exptime = old->exptime;
 		it->bits |= SL_IT_STALE | (old->bits & SL_IT_TOKEN);
 	}
-	sl_store_link(s, it, old, a->hash);
+	if (sl_store_link(s, it, old, a->hash) != 0) {
+		sl_store_free(s, it);
+		return ST_NO_MEM;
+	}
+	sl_store_note(s, SL_CHANGE_SET, it, a->hash);
 	*cas_out = it->cas;
 	return ST_STORED;
 }
@@ -312,7 +345,10 @@ static enum delta_res do_delta(struct sl_exec *ex, struct sl_tok key, uint64_t h
 	ni->flags = it->flags;
 	ni->exptime = it->exptime;
 	ni->bits = it->bits & (SL_IT_BINKEY | SL_IT_FETCHED);
-	sl_store_link(s, ni, it, h);
+	if (sl_store_link(s, ni, it, h) != 0) {
+		sl_store_free(s, ni);
+		return D_NO_MEM;
+	}
 	*out = ni;
 	return D_OK;
 }
@@ -390,6 +426,7 @@ static void get_one(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *
 	if (touch) {
 		it->exptime = sl_exptime_abs(r->exptime, now);
 		cls_of(ex, it)->touch_hits++;
+		sl_store_note(ex->store, SL_CHANGE_TTL, it, h);
 	} else {
 		cls_of(ex, it)->get_hits++;
 	}
@@ -478,6 +515,7 @@ static void text_delta(struct sl_exec *ex, struct sl_conv *c, const struct sl_re
 	bool incr = r->cmd == SL_CMD_INCR;
 	switch (do_delta(ex, r->key, h, incr, r->delta, 0, now, buf, &it)) {
 	case D_OK:
+		sl_store_note(ex->store, SL_CHANGE_SET, it, h);
 		if (incr)
 			ex->st.incr_hits++;
 		else
@@ -570,8 +608,12 @@ static void meta_get(struct sl_exec *ex, struct sl_conv *c, const struct sl_req 
 		if (it) {
 			if (r->key_binary)
 				it->bits |= SL_IT_BINKEY;
-			sl_store_link(ex->store, it, NULL, h);
-			created = true;
+			if (sl_store_link(ex->store, it, NULL, h) == 0) {
+				created = true;
+			} else {
+				sl_store_free(ex->store, it);
+				it = NULL;
+			}
 		}
 	}
 	if (!it) {
@@ -655,6 +697,12 @@ static void meta_get(struct sl_exec *ex, struct sl_conv *c, const struct sl_req 
 		sl_buf_put(o, sl_item_value(it), it->vlen);
 		sl_buf_put(o, "\r\n", 2);
 	}
+	/* one report, of the final state: a vivified item with its TTL and
+	 * token, a recache token handed out, or a new TTL alone */
+	if (created || won)
+		sl_store_note(ex->store, SL_CHANGE_SET, it, h);
+	else if (ttl_set)
+		sl_store_note(ex->store, SL_CHANGE_TTL, it, h);
 	if (!(m->seen & SL_MF('u')))
 		mark_fetched(it, now);
 	if (ttl_set) {
@@ -756,17 +804,29 @@ static void meta_delete(struct sl_exec *ex, struct sl_conv *c, const struct sl_r
 		it->bits |= SL_IT_STALE;
 		it->bits &= (uint8_t)~SL_IT_TOKEN;
 		it->cas = sl_store_next_cas(ex->store);
+		sl_store_note(ex->store, SL_CHANGE_SET, it, h);
 		ex->st.delete_hits++;
 		code = "HD";
 	} else {
 		cls_of(ex, it)->delete_hits++;
-		sl_store_unlink(ex->store, it, h);
+		sl_store_delete(ex->store, it, h);
 		ex->st.delete_hits++;
 		code = "HD";
 	}
 	if (code[0] == 'H' && r->noreply)
 		return;
 	meta_status(o, r, code, NULL);
+}
+
+/* What ma's T and N flags do to the item's TTL, in flag order: with noreply
+ * there is no reply loop to do it in. */
+static void meta_arith_ttl(const struct sl_meta *m, struct sl_item *it, bool created, uint32_t now)
+{
+	for (unsigned i = 0; i < m->nret; i++)
+		if (m->ret[i] == 'T')
+			it->exptime = sl_exptime_abs(m->ttl, now);
+		else if (m->ret[i] == 'N' && created)
+			it->exptime = sl_exptime_abs(m->vivify_ttl, now);
 }
 
 static void meta_arith(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *r, uint64_t h,
@@ -815,7 +875,11 @@ static void meta_arith(struct sl_exec *ex, struct sl_conv *c, const struct sl_re
 		memcpy(sl_item_value(it), buf, strlen(buf));
 		if (r->key_binary)
 			it->bits |= SL_IT_BINKEY;
-		sl_store_link(ex->store, it, NULL, h);
+		if (sl_store_link(ex->store, it, NULL, h) != 0) {
+			sl_store_free(ex->store, it);
+			put_line(o, "SERVER_ERROR Out of memory allocating new item");
+			return;
+		}
 		created = true;
 		break;
 	}
@@ -823,8 +887,11 @@ static void meta_arith(struct sl_exec *ex, struct sl_conv *c, const struct sl_re
 		meta_status(o, r, code, NULL);
 		return;
 	}
-	if (r->noreply)
+	if (r->noreply) {
+		meta_arith_ttl(m, it, created, now);
+		sl_store_note(ex->store, SL_CHANGE_SET, it, h);
 		return;
+	}
 	size_t vlen = strlen(buf);
 	bool value = (m->seen & SL_MF('v')) != 0;
 	if (value) {
@@ -859,6 +926,7 @@ static void meta_arith(struct sl_exec *ex, struct sl_conv *c, const struct sl_re
 		sl_buf_put(o, buf, vlen);
 		sl_buf_put(o, "\r\n", 2);
 	}
+	sl_store_note(ex->store, SL_CHANGE_SET, it, h);
 }
 
 static void meta_debug(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *r, uint64_t h,
@@ -1174,7 +1242,7 @@ static void run_keyed(struct sl_exec *ex, struct sl_conv *c, const struct sl_req
 		if (r->cmd == SL_CMD_SET || r->cmd == SL_CMD_MS) {
 			it = sl_store_get(ex->store, h, r->key.p, r->key.len, now);
 			if (it)
-				sl_store_unlink(ex->store, it, h);
+				sl_store_delete(ex->store, it, h);
 		}
 		reply(c, r, r->err);
 		return;
@@ -1192,7 +1260,7 @@ static void run_keyed(struct sl_exec *ex, struct sl_conv *c, const struct sl_req
 		it = sl_store_get(ex->store, h, r->key.p, r->key.len, now);
 		if (it) {
 			cls_of(ex, it)->delete_hits++;
-			sl_store_unlink(ex->store, it, h);
+			sl_store_delete(ex->store, it, h);
 			ex->st.delete_hits++;
 			reply(c, r, "DELETED");
 		} else {
@@ -1209,6 +1277,7 @@ static void run_keyed(struct sl_exec *ex, struct sl_conv *c, const struct sl_req
 		it = sl_store_get(ex->store, h, r->key.p, r->key.len, now);
 		if (it) {
 			it->exptime = sl_exptime_abs(r->exptime, now);
+			sl_store_note(ex->store, SL_CHANGE_TTL, it, h);
 			mark_fetched(it, now);
 			cls_of(ex, it)->touch_hits++;
 			ex->st.touch_hits++;
@@ -1296,6 +1365,24 @@ static bool run_get(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *
 	return true;
 }
 
+/* What replaces a reply that could not be written whole (memcached's
+ * wording where it has one). */
+static const char *oom_line(uint8_t cmd)
+{
+	switch (cmd) {
+	case SL_CMD_GET:
+	case SL_CMD_GETS:
+	case SL_CMD_GAT:
+	case SL_CMD_GATS:
+	case SL_CMD_MG:
+		return "SERVER_ERROR out of memory writing get response";
+	case SL_CMD_STATS:
+		return "SERVER_ERROR out of memory writing stats";
+	default:
+		return "SERVER_ERROR out of memory";
+	}
+}
+
 enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t now,
                                 unsigned *to_core)
 {
@@ -1377,6 +1464,8 @@ enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t 
 		}
 		if (!done)
 			return SL_EXEC_FORWARD;
+		if (c->out.err && sl_buf_fail(&c->out, c->mark, oom_line(r.cmd)) != 0)
+			c->close = true; /* not even an error line: end the connection */
 		c->in_request = false;
 		c->hint_off = 0;
 		c->off += r.consumed;

@@ -6,8 +6,12 @@ static unsigned nclass;
 #define FAST_MAX 16384
 static uint8_t fast[FAST_MAX / 8 + 1];
 
-/* Build the table the way a default memcached does at start-up. */
-static void build(void)
+/* Build the table the way a default memcached does at start-up. It is
+ * built when the program is loaded, before main() and so before any worker
+ * thread exists: built lazily by whichever thread asked first, another
+ * thread could see the count already set and read a table not yet filled
+ * (class 0 for every size). */
+__attribute__((constructor)) static void build(void)
 {
 	const double factor = 1.25;
 	const size_t chunk_max = SL_SLAB_PAGE / 2;
@@ -32,14 +36,12 @@ static void build(void)
 
 unsigned sl_class_count(void)
 {
-	if (!nclass)
-		build();
 	return nclass;
 }
 
 unsigned sl_class_of(size_t ntotal)
 {
-	unsigned n = sl_class_count();
+	unsigned n = nclass;
 	if (ntotal <= FAST_MAX)
 		return fast[(ntotal + 7) / 8];
 	unsigned lo = 1, hi = n;
@@ -57,7 +59,6 @@ unsigned sl_class_of(size_t ntotal)
 
 size_t sl_class_chunk(unsigned c)
 {
-	sl_class_count();
 	return c >= 1 && c <= nclass ? chunk[c] : 0;
 }
 

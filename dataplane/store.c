@@ -20,6 +20,7 @@
 #endif
 
 #include "sluice/bytes.h"
+#include "sluice/fault.h"
 #include "sluice/proto.h"
 #include "sluice/slot.h"
 #include "sluice/store.h"
@@ -82,6 +83,7 @@ struct sl_store {
 	uint32_t oldest_live;
 	uint64_t oldest_cas;
 	struct sl_store_stats st;
+	struct sl_store_observer obs; /* fn NULL: nobody listens */
 	struct sl_class_stats cls[SL_CLASS_MAX + 1];
 	uint32_t charge[CHARGE_SMALL / 16]; /* see charge_of(); 0 = not asked yet */
 };
@@ -228,8 +230,10 @@ static bool ensure_bucket(struct sl_store *s, uint64_t a)
 		s->seg = d;
 		s->seg_cap = cap;
 	}
-	struct bucket *b = mallocx(SEG_BUCKETS * sizeof(struct bucket),
-	                           s->mflags | MALLOCX_ZERO | MALLOCX_ALIGN(64));
+	struct bucket *b = sl_fault(SL_FAULT_bucket_alloc)
+	                       ? NULL
+	                       : mallocx(SEG_BUCKETS * sizeof(struct bucket),
+	                                 s->mflags | MALLOCX_ZERO | MALLOCX_ALIGN(64));
 	if (!b)
 		return false;
 	s->seg[s->nseg++] = b;
@@ -402,6 +406,32 @@ static void class_drop(struct sl_store *s, const struct sl_item *it)
 	c->mem_requested -= sl_mc_ntotal(it->klen, it->vlen);
 }
 
+/* Tell the observer of a change the store makes by itself (eviction,
+ * expiry), which has no hash at hand: the key is hashed again, only when
+ * somebody listens. */
+static void report(struct sl_store *s, enum sl_change_kind kind, const struct sl_item *it,
+                   uint64_t hash)
+{
+	if (!s->obs.fn)
+		return;
+	if (it && !hash)
+		hash = sl_key_hash(it->data, it->klen);
+	struct sl_change c = {.kind = kind, .item = it, .hash = hash};
+	s->obs.fn(s->obs.ctx, &c);
+}
+
+void sl_store_observe(struct sl_store *s, const struct sl_store_observer *o)
+{
+	s->obs = o ? *o : (struct sl_store_observer){0};
+}
+
+void sl_store_note(struct sl_store *s, enum sl_change_kind kind, const struct sl_item *it,
+                   uint64_t hash)
+{
+	if (s->obs.fn)
+		report(s, kind, it, hash);
+}
+
 /* Take the item at index entry @p e out of the store and free it. */
 static void drop_entry(struct sl_store *s, uint64_t *e)
 {
@@ -410,6 +440,12 @@ static void drop_entry(struct sl_store *s, uint64_t *e)
 	s->st.curr_items--;
 	class_drop(s, it);
 	item_release(s, it);
+}
+
+void sl_store_delete(struct sl_store *s, struct sl_item *it, uint64_t hash)
+{
+	sl_store_note(s, SL_CHANGE_DELETE, it, hash);
+	sl_store_unlink(s, it, hash);
 }
 
 void sl_store_unlink(struct sl_store *s, struct sl_item *it, uint64_t hash)
@@ -445,6 +481,7 @@ static struct sl_item *found(struct sl_store *s, uint64_t *e, uint32_t now)
 	if (sl_store_alive(s, it, now))
 		return it;
 	count_reclaim(s, it);
+	report(s, SL_CHANGE_EXPIRE, it, 0);
 	drop_entry(s, e);
 	return NULL;
 }
@@ -517,6 +554,7 @@ static bool evict_one(struct sl_store *s, uint32_t now)
 		}
 		if (dead) {
 			count_reclaim(s, it);
+			report(s, SL_CHANGE_EXPIRE, it, 0);
 		} else {
 			struct sl_class_stats *c = &s->cls[sl_item_class(it)];
 			s->st.evictions++;
@@ -525,6 +563,7 @@ static bool evict_one(struct sl_store *s, uint32_t now)
 				s->st.evicted_unfetched++;
 				c->evicted_unfetched++;
 			}
+			report(s, SL_CHANGE_EVICT, it, 0);
 		}
 		drop_entry(s, e);
 		return true;
@@ -541,6 +580,8 @@ static bool make_room(struct sl_store *s, size_t charge, uint32_t now)
 	return true;
 }
 
+static bool reserve_spares(struct sl_store *s, size_t n);
+
 struct sl_item *sl_store_alloc(struct sl_store *s, const char *key, size_t klen, size_t vlen,
                                uint32_t now)
 {
@@ -555,7 +596,10 @@ struct sl_item *sl_store_alloc(struct sl_store *s, const char *key, size_t klen,
 	}
 	size_t charge = charge_of(s, sz);
 	struct sl_item *it = NULL;
-	if (charge <= s->limit && make_room(s, charge, now))
+	/* the overflow bucket that linking may need is taken now, so that
+	 * sl_store_link cannot fail once the caller has built the item */
+	if (charge <= s->limit && make_room(s, charge, now) && reserve_spares(s, 1) &&
+	    !sl_fault(SL_FAULT_item_alloc))
 		it = mallocx(sz, s->mflags);
 	if (!it) {
 		s->st.oom++;
@@ -582,7 +626,9 @@ void sl_store_free(struct sl_store *s, struct sl_item *it)
 static bool reserve_spares(struct sl_store *s, size_t n)
 {
 	while (s->nspare < n) {
-		struct bucket *b = mallocx(sizeof(struct bucket), s->mflags | MALLOCX_ALIGN(64));
+		struct bucket *b = sl_fault(SL_FAULT_bucket_alloc)
+		                       ? NULL
+		                       : mallocx(sizeof(struct bucket), s->mflags | MALLOCX_ALIGN(64));
 		if (!b)
 			return false;
 		b->e[0] = (uint64_t)(uintptr_t)s->spare;
@@ -712,25 +758,24 @@ static void split_one(struct sl_store *s)
 	}
 }
 
-void sl_store_link(struct sl_store *s, struct sl_item *it, struct sl_item *old, uint64_t hash)
+int sl_store_link(struct sl_store *s, struct sl_item *it, struct sl_item *old, uint64_t hash)
 {
 	uint64_t k = keyed(s, hash), e = entry_of(k, it);
-	if (old) {
-		uint64_t *slot = entry_slot(s, old, k);
-		if (slot) {
-			drop_entry(s, slot);
-			*slot = e;
-			goto linked;
+	uint64_t *slot = old ? entry_slot(s, old, k) : NULL;
+	if (slot) {
+		drop_entry(s, slot);
+		*slot = e;
+	} else {
+		/* sl_store_alloc reserved the bucket this may take, so only a
+		 * caller that allocated twice before linking gets here without
+		 * one; then nothing changes and the caller keeps the item */
+		if (!chain_insert(s, bucket_of(s, k), e)) {
+			s->st.oom++;
+			return -ENOMEM;
 		}
-		sl_store_unlink(s, old, hash);
+		if (old)
+			sl_store_unlink(s, old, hash); /* not indexed: cannot happen */
 	}
-	if (!chain_insert(s, bucket_of(s, k), e)) {
-		/* cannot index it: drop it rather than corrupt the store */
-		item_release(s, it);
-		s->st.oom++;
-		return;
-	}
-linked:
 	if (it->cas == 0)
 		it->cas = sl_store_next_cas(s);
 	it->bits |= SL_IT_REF;
@@ -741,6 +786,7 @@ linked:
 	c->mem_requested += sl_mc_ntotal(it->klen, it->vlen);
 	if (s->st.curr_items > LOAD * s->nbuckets)
 		split_one(s);
+	return 0;
 }
 
 /*
@@ -771,6 +817,7 @@ unsigned sl_store_sweep(struct sl_store *s, uint32_t now, unsigned budget)
 		if (it == s->pin || sl_store_alive(s, it, now))
 			continue;
 		count_reclaim(s, it);
+		report(s, SL_CHANGE_EXPIRE, it, 0);
 		drop_entry(s, e);
 		freed++;
 	}
@@ -849,6 +896,7 @@ void sl_store_flush(struct sl_store *s, uint32_t now, int32_t delay)
 	s->oldest_live = new_oldest - 1;
 	if (s->oldest_live <= now)
 		s->oldest_cas = sl_store_next_cas(s);
+	report(s, SL_CHANGE_FLUSH, NULL, 0);
 }
 
 const struct sl_store_stats *sl_store_stats(const struct sl_store *s)

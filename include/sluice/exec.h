@@ -34,16 +34,39 @@
 
 #define SL_VERSION_STRING "1.6.18-sluice-0.1.0"
 
-/** Growable byte buffer for replies. */
+/*
+ * Growable byte buffer for replies and connection input.
+ *
+ * A failed growth is remembered (err) instead of being checked after every
+ * write: the writers of a reply go on as if nothing happened (their bytes
+ * are lost), and whoever owns the reply checks err once per request and
+ * replaces what that request wrote with an error line. SL_BUF_SPARE bytes
+ * past len are always kept free in an allocated buffer, so that error line
+ * fits even when the growth that failed was the one it needed:
+ *
+ *   p: | replies of earlier requests | this request's (maybe torn) | spare |
+ *      0                             mark                          len   cap
+ */
 struct sl_buf {
 	char *p;
 	size_t len;
 	size_t cap;
+	bool err; /* a growth failed since the last sl_buf_fail */
 };
 
+#define SL_BUF_SPARE 64
+
+/** Room for @p extra more bytes. @return 0, or -ENOMEM (err set). */
 int sl_buf_reserve(struct sl_buf *b, size_t extra);
 int sl_buf_put(struct sl_buf *b, const void *p, size_t n);
 void sl_buf_release(struct sl_buf *b);
+/**
+ * Cut @p b back to @p mark, clear err and append @p line and CRLF (at most
+ * SL_BUF_SPARE - 2 bytes), in the spare room where it must.
+ * @return 0, or -ENOMEM when even that cannot be written (no buffer at all,
+ *         and none can be had).
+ */
+int sl_buf_fail(struct sl_buf *b, size_t mark, const char *line);
 
 /* Why a packet or request was dropped without a reply. */
 #define SL_DROP_REASONS(X)                                                                         \

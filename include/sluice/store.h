@@ -212,12 +212,22 @@ void sl_store_pin(struct sl_store *s, struct sl_item *it);
 
 /**
  * Link an item made by sl_store_alloc, replacing (freeing) @p old if set;
- * @p hash is the key's hash (the one given to sl_store_alloc).
+ * @p hash is the key's hash (the one given to sl_store_alloc). Linking
+ * reports nothing to the observer: the caller does, once the item is in
+ * its final state (sl_store_note).
+ * @return 0; or -ENOMEM, with nothing changed and the item still the
+ *         caller's (to free with sl_store_free), only when the caller made
+ *         a second item with sl_store_alloc before linking the first
+ *         (sl_store_alloc reserves what one link needs).
  */
-void sl_store_link(struct sl_store *s, struct sl_item *it, struct sl_item *old, uint64_t hash);
+int sl_store_link(struct sl_store *s, struct sl_item *it, struct sl_item *old, uint64_t hash);
 
-/** Unlink and free a linked item whose key hashes to @p hash. */
+/** Unlink and free a linked item whose key hashes to @p hash (reports
+ *  nothing: see sl_store_delete). */
 void sl_store_unlink(struct sl_store *s, struct sl_item *it, uint64_t hash);
+
+/** A client's delete: report SL_CHANGE_DELETE, then unlink and free. */
+void sl_store_delete(struct sl_store *s, struct sl_item *it, uint64_t hash);
 
 /** Free an item that was never linked. */
 void sl_store_free(struct sl_store *s, struct sl_item *it);
@@ -270,6 +280,52 @@ unsigned sl_store_sweep(struct sl_store *s, uint32_t now, unsigned budget);
 bool sl_store_alive(const struct sl_store *s, const struct sl_item *it, uint32_t now);
 
 const struct sl_store_stats *sl_store_stats(const struct sl_store *s);
+
+/*
+ * Change observer: one per store (so one per core), none by default.
+ * Every change a reader of the store could see is reported exactly once,
+ * after it is made and while the item is still valid, on the owner core:
+ *
+ *   SL_CHANGE_SET     a new item linked or an item changed in place (set
+ *                     family, incr/decr, meta flags that change state);
+ *                     @p item is its new state
+ *   SL_CHANGE_TTL     only the item's expiry time changed (touch, gat,
+ *                     mg T)
+ *   SL_CHANGE_DELETE  a client deleted it, or a failed set dropped it
+ *   SL_CHANGE_EVICT   evicted to make room
+ *   SL_CHANGE_EXPIRE  found dead (expired or flushed) and freed
+ *   SL_CHANGE_FLUSH   flush_all; @p item is NULL
+ *
+ * The command layer reports SET, TTL and DELETE (sl_store_note,
+ * sl_store_delete) once per command, when the item is final; the store
+ * reports the rest itself. Replication hangs off this.
+ */
+enum sl_change_kind {
+	SL_CHANGE_SET,
+	SL_CHANGE_TTL,
+	SL_CHANGE_DELETE,
+	SL_CHANGE_EVICT,
+	SL_CHANGE_EXPIRE,
+	SL_CHANGE_FLUSH,
+};
+
+struct sl_change {
+	enum sl_change_kind kind;
+	const struct sl_item *item; /* valid during the call only */
+	uint64_t hash;              /* the key's XXH3 hash (0 for FLUSH) */
+};
+
+struct sl_store_observer {
+	void (*fn)(void *ctx, const struct sl_change *c);
+	void *ctx;
+};
+
+/** Attach @p o (copied), or detach with NULL. Owner core only. */
+void sl_store_observe(struct sl_store *s, const struct sl_store_observer *o);
+
+/** Report a change the caller made to @p it (key hash @p hash). */
+void sl_store_note(struct sl_store *s, enum sl_change_kind kind, const struct sl_item *it,
+                   uint64_t hash);
 
 /** Counters of size class @p cls (1..sl_class_count()); the owner core
  *  may update the hit counters through it, readers only read. */

@@ -459,3 +459,166 @@ Test(handoff, stats_sum_all_cores)
 	cr_assert(strstr(s, "STAT cmd_set 30\r\n"));
 	cr_assert(strstr(s, "STAT core2:curr_items"));
 }
+
+/* ---- the change observer ---------------------------------------------- */
+
+struct seen {
+	unsigned n;
+	enum sl_change_kind kind;
+	char key[256];
+	char value[64];
+	uint32_t exptime;
+	uint64_t cas;
+	uint64_t hash;
+	unsigned by_kind[SL_CHANGE_FLUSH + 1];
+};
+static struct seen seen;
+
+static void on_change(void *ctx, const struct sl_change *c)
+{
+	struct seen *s = ctx;
+	s->n++;
+	s->kind = c->kind;
+	s->by_kind[c->kind]++;
+	s->hash = c->hash;
+	s->key[0] = s->value[0] = 0;
+	if (c->item) {
+		struct sl_item *it = (struct sl_item *)c->item;
+		snprintf(s->key, sizeof(s->key), "%.*s", it->klen, sl_item_key(it));
+		snprintf(s->value, sizeof(s->value), "%.*s", (int)it->vlen, sl_item_value(it));
+		s->exptime = it->exptime;
+		s->cas = it->cas;
+	}
+}
+
+static void observe_all(void)
+{
+	struct sl_store_observer o = {.fn = on_change, .ctx = &seen};
+	for (unsigned i = 0; i < node.nworkers; i++)
+		sl_store_observe(cores[i].store, &o);
+	memset(&seen, 0, sizeof(seen));
+}
+
+/* @p in changes exactly one item, to @p kind, with key @p key and value
+ * @p value (NULL: not checked). */
+#define CHANGES(in, k, key_, value_)                                                               \
+	do {                                                                                       \
+		seen.n = 0;                                                                        \
+		run(in);                                                                           \
+		cr_assert_eq(seen.n, 1, "%s: %u changes", in, seen.n);                             \
+		cr_assert_eq(seen.kind, k, "%s: kind %d", in, seen.kind);                          \
+		cr_assert_str_eq(seen.key, key_, "%s", in);                                        \
+		if (value_)                                                                        \
+			cr_assert_str_eq(seen.value, (const char *)(value_), "%s", in);            \
+		cr_assert_eq(seen.hash, sl_key_hash(key_, strlen(key_)), "%s", in);                \
+	} while (0)
+
+#define NO_CHANGE(in)                                                                              \
+	do {                                                                                       \
+		seen.n = 0;                                                                        \
+		run(in);                                                                           \
+		cr_assert_eq(seen.n, 0, "%s: %u changes", in, seen.n);                             \
+	} while (0)
+
+Test(handoff, every_mutation_reports_one_change_with_the_new_state)
+{
+	observe_all();
+	CHANGES("set k 1 0 1\r\na\r\n", SL_CHANGE_SET, "k", "a");
+	CHANGES("add n 0 0 1\r\nb\r\n", SL_CHANGE_SET, "n", "b");
+	NO_CHANGE("add n 0 0 1\r\nc\r\n");
+	CHANGES("replace k 0 0 1\r\nc\r\n", SL_CHANGE_SET, "k", "c");
+	NO_CHANGE("replace zz 0 0 1\r\nc\r\n");
+	CHANGES("append k 0 0 2\r\nde\r\n", SL_CHANGE_SET, "k", "cde");
+	CHANGES("prepend k 0 0 1\r\nz\r\n", SL_CHANGE_SET, "k", "zcde");
+	uint64_t cas = seen.cas;
+	char req[96];
+	snprintf(req, sizeof(req), "cas k 0 0 1 %llu\r\nq\r\n", (unsigned long long)cas);
+	CHANGES(req, SL_CHANGE_SET, "k", "q");
+	NO_CHANGE(req); /* EXISTS */
+	CHANGES("set num 0 0 2\r\n10\r\n", SL_CHANGE_SET, "num", "10");
+	CHANGES("incr num 5\r\n", SL_CHANGE_SET, "num", "15"); /* in place */
+	CHANGES("decr num 6\r\n", SL_CHANGE_SET, "num", "9 ");  /* memcached pads */
+	CHANGES("incr num 1000\r\n", SL_CHANGE_SET, "num", "1009"); /* grown */
+	NO_CHANGE("incr nothere 1\r\n");
+	CHANGES("touch k 100\r\n", SL_CHANGE_TTL, "k", "q");
+	cr_assert_eq(seen.exptime, NOW + 100);
+	CHANGES("gat 200 k\r\n", SL_CHANGE_TTL, "k", "q");
+	cr_assert_eq(seen.exptime, NOW + 200);
+	NO_CHANGE("get k num\r\n");
+	NO_CHANGE("gets k\r\n");
+	CHANGES("delete k\r\n", SL_CHANGE_DELETE, "k", NULL);
+	NO_CHANGE("delete k\r\n");
+	/* meta */
+	CHANGES("ms m 2 T50\r\nhi\r\n", SL_CHANGE_SET, "m", "hi");
+	cr_assert_eq(seen.exptime, NOW + 50);
+	NO_CHANGE("mg m v\r\n");
+	CHANGES("mg m T70\r\n", SL_CHANGE_TTL, "m", "hi");
+	cr_assert_eq(seen.exptime, NOW + 70);
+	CHANGES("mg viv N30 s\r\n", SL_CHANGE_SET, "viv", "");
+	cr_assert_eq(seen.exptime, NOW + 30, "the vivified item's TTL, in the one report");
+	CHANGES("md m I T30\r\n", SL_CHANGE_SET, "m", "hi"); /* marked stale */
+	CHANGES("md m\r\n", SL_CHANGE_DELETE, "m", NULL);
+	CHANGES("ma ctr N0 J7 T40\r\n", SL_CHANGE_SET, "ctr", "7");
+	cr_assert_eq(seen.exptime, NOW + 40);
+	CHANGES("ma ctr MD D10 q\r\n", SL_CHANGE_SET, "ctr", "0");
+	NO_CHANGE("ma absent\r\n");
+	/* a set too large drops the old value, as memcached does */
+	run("set big 0 0 1\r\nx\r\n");
+	seen.n = 0;
+	static char huge[(1 << 20) + 64];
+	int n = snprintf(huge, sizeof(huge), "set big 0 0 %u\r\n", 1 << 20);
+	memset(huge + n, 'y', 1 << 20);
+	memcpy(huge + n + (1 << 20), "\r\n", 3);
+	run(huge);
+	cr_assert_eq(seen.n, 1);
+	cr_assert_eq(seen.kind, SL_CHANGE_DELETE);
+	/* flush_all: one report per core */
+	seen.n = 0;
+	run("flush_all\r\n");
+	cr_assert_eq(seen.n, node.nworkers);
+	cr_assert_eq(seen.kind, SL_CHANGE_FLUSH);
+}
+
+Test(handoff, expiry_and_eviction_report_once_each)
+{
+	observe_all();
+	CHANGES("set e 0 10 1\r\nx\r\n", SL_CHANGE_SET, "e", "x");
+	seen.n = 0;
+	cr_assert_str_eq(run_at("get e\r\n", NOW + 11), "END\r\n");
+	cr_assert_eq(seen.n, 1);
+	cr_assert_eq(seen.kind, SL_CHANGE_EXPIRE);
+	cr_assert_str_eq(seen.key, "e");
+	cr_assert_str_eq(run_at("get e\r\n", NOW + 12), "END\r\n");
+	cr_assert_eq(seen.n, 1, "reported once");
+	/* fill the 2 MiB stores well past their limit: every eviction counted
+	 * by the store is reported, once */
+	memset(&seen, 0, sizeof(seen));
+	static char req[2200];
+	for (unsigned i = 0; i < 20000; i++) {
+		int n = snprintf(req, sizeof(req), "set fill%u 0 0 1000\r\n", i);
+		memset(req + n, 'f', 1000);
+		memcpy(req + n + 1000, "\r\n", 3);
+		run(req);
+	}
+	uint64_t evicted = 0;
+	for (unsigned i = 0; i < node.nworkers; i++)
+		evicted += sl_store_stats(cores[i].store)->evictions;
+	cr_assert_gt(evicted, 1000);
+	cr_assert_eq(seen.by_kind[SL_CHANGE_EVICT], evicted);
+	cr_assert_eq(seen.by_kind[SL_CHANGE_SET], 20000);
+	/* the sweep frees expired items: each reported once */
+	memset(&seen, 0, sizeof(seen));
+	run("set s1 0 5 1\r\na\r\nset s2 0 5 1\r\nb\r\n");
+	seen.n = 0;
+	uint64_t before = 0, after = 0;
+	for (unsigned i = 0; i < node.nworkers; i++)
+		before += sl_store_stats(cores[i].store)->reclaimed;
+	for (unsigned round = 0; round < 200; round++)
+		for (unsigned i = 0; i < node.nworkers; i++)
+			sl_store_sweep(cores[i].store, NOW + 6, 4096);
+	for (unsigned i = 0; i < node.nworkers; i++)
+		after += sl_store_stats(cores[i].store)->reclaimed;
+	cr_assert_eq(after - before, 2);
+	cr_assert_eq(seen.n, 2);
+	cr_assert_eq(seen.by_kind[SL_CHANGE_EXPIRE], 2);
+}
