@@ -158,12 +158,19 @@ static uint64_t key_hash(struct sl_conv *c, struct sl_tok k)
 	return sl_key_hash(k.p, k.len);
 }
 
+/* Is the key this core's? If not, *to names its core here, or (with
+ * c->remote set) its node, and the conversation records the epoch of the
+ * table it was routed by. */
 static bool is_mine(struct sl_exec *ex, struct sl_conv *c, struct sl_tok k, uint64_t h,
                     unsigned *to)
 {
-	unsigned o = sl_slot_owner(ex->node->map, h);
+	unsigned o = sl_slot_owner(ex->table, h);
 	if (o == ex->core)
 		return true;
+	c->epoch = ex->table->epoch;
+	c->remote = o == SL_CORE_ELSEWHERE;
+	if (c->remote)
+		o = ex->table->node[sl_slot_of(h)];
 	/* keys that live outside the input (a decoded base64 key) are hashed
 	 * again by the owner: rare, and cheaper than carrying the bytes */
 	if (k.p >= c->in && k.p < c->in + c->in_len) {
@@ -1075,8 +1082,15 @@ static void stats_general(struct sl_exec *ex, struct sl_buf *o, uint32_t now)
 		CORE_STAT("curr_items", sl_store_stats(e->store)->curr_items);
 		CORE_STAT("bytes", sl_store_stats(e->store)->bytes);
 		CORE_STAT("idle_sleeps", e->st.idle_sleeps);
+		CORE_STAT("epoch", e->table ? e->table->epoch : 0);
 #undef CORE_STAT
 	}
+	stat_u(o, "slot_table_epoch", n->epoch);
+	stat_u(o, "not_served", s.not_served);
+	stat_u(o, "reply_oom", s.reply_oom);
+	stat_u(o, "backlog_waits", s.backlog_waits);
+	stat_u(o, "tcp_admission_waits", s.tcp_admission_waits);
+	stat_u(o, "tcp_inflight", n->tcp_inflight);
 	stat_u(o, "arp_replies", s.arp_replies);
 	stat_u(o, "icmp_replies", s.icmp_replies);
 	stat_u(o, "exception_pkts", s.exception_pkts);
@@ -1456,20 +1470,39 @@ enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t 
 				uint64_t h = key_hash(c, r.key);
 				if (!is_mine(ex, c, r.key, h, to_core)) {
 					c->in_request = true; /* counted here already */
-					return SL_EXEC_FORWARD;
+					return c->remote ? SL_EXEC_REMOTE : SL_EXEC_FORWARD;
 				}
 				run_keyed(ex, c, &r, h, now);
 			}
 			break;
 		}
 		if (!done)
-			return SL_EXEC_FORWARD;
-		if (c->out.err && sl_buf_fail(&c->out, c->mark, oom_line(r.cmd)) != 0)
-			c->close = true; /* not even an error line: end the connection */
+			return c->remote ? SL_EXEC_REMOTE : SL_EXEC_FORWARD;
+		if (c->out.err) {
+			ex->st.reply_oom++;
+			if (sl_buf_fail(&c->out, c->mark, oom_line(r.cmd)) != 0)
+				c->close = true; /* not even an error line: end the connection */
+		}
 		c->in_request = false;
 		c->hint_off = 0;
 		c->off += r.consumed;
 		ex->st.bytes_read += r.consumed;
 	}
 	return SL_EXEC_DONE;
+}
+
+void sl_exec_skip(struct sl_exec *ex, struct sl_conv *c, const char *line)
+{
+	struct sl_req r;
+	if (c->off >= c->in_len)
+		return;
+	/* the request parsed whole before (that is how it got routed) */
+	sl_parse(c->in + c->off, c->in_len - c->off, ex->node->max_item, &r);
+	if (sl_buf_fail(&c->out, c->mark, line) != 0)
+		c->close = true;
+	c->in_request = false;
+	c->remote = false;
+	c->hint_off = 0;
+	c->off += r.consumed;
+	ex->st.bytes_read += r.consumed;
 }

@@ -13,10 +13,12 @@
 #include <getopt.h>
 #include <net/if.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <rte_eal.h>
@@ -26,10 +28,46 @@
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
 
+#include "sluice/fault.h"
 #include "sluice/portguard.h"
 #include "sluiced.h"
 
-struct sl_app *sl_app;
+struct sl_config {
+	uint16_t port;
+	int exc_port; /* -1: no exception path */
+	char exc_netns[64];
+	uint32_t ip; /* network order */
+	uint8_t prefix;
+	uint16_t udp_port;
+	char tcp_host[64];
+	uint16_t tcp_port;
+	bool tcp_on;
+	size_t mem_mib;
+	unsigned workers;
+	size_t max_item;
+	bool busy_poll; /* workers never sleep when idle (dedicated cores) */
+	bool verbose;
+	unsigned table_swap_ms; /* test builds: publish a new table this often */
+};
+
+/* The node: everything main() sets up, owned by the main lcore. */
+struct sl_app {
+	struct sl_config cfg;
+	struct sl_net net;
+	struct sl_handoff ho;
+	struct sl_tables tables;
+	struct sl_loop loop;
+	struct sl_tcp tcp;
+	struct sl_poller exc_poller;
+	struct sl_poller table_poller;
+	uint64_t next_swap_ns;
+	struct sl_worker workers[SL_MAX_WORKERS];
+	struct sl_node node;
+	struct sl_core_stats main_st; /* main lcore's own counters */
+	volatile bool quit;
+};
+
+static volatile bool *quit_flag;
 
 static void usage(const char *prog)
 {
@@ -46,8 +84,43 @@ static void usage(const char *prog)
 	        "  --exception-netns NAME  move the exception tap into this netns, give it\n"
 	        "                          the dataplane address and listen on TCP there\n"
 	        "  --busy-poll             workers poll without ever sleeping when idle\n"
-	        "                          (dedicated cores: no wake-up delay after a lull)\n",
-	        prog);
+	        "                          (dedicated cores: no wake-up delay after a lull)\n"
+	        "%s",
+	        prog,
+	        SL_FAULTS_BUILT ? "  --test-table-swap-ms N  (test builds) publish a new slot table every N ms\n"
+	                        : "");
+}
+
+/* A whole number in [min, max] for option @p opt, or a message naming it. */
+static int num_arg(const char *opt, const char *s, unsigned long min, unsigned long max,
+                   unsigned long *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (!*s || *s == '-' || *s == '+' || *end || errno || v < min || v > max) {
+		fprintf(stderr, "sluiced: --%s: '%s' is not a whole number from %lu to %lu\n", opt,
+		        s, min, max);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+/* A network namespace or interface name: what ip(8) and the kernel accept
+ * as a name, and nothing a command line could read otherwise. */
+static bool safe_name(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > max || s[0] == '-' || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-' || c == '.'))
+			return false;
+	}
+	return true;
 }
 
 static int parse_args(struct sl_config *c, int argc, char **argv)
@@ -64,11 +137,12 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 	    {"exception-netns", required_argument, NULL, 'n'},
 	    {"busy-poll", no_argument, NULL, 'b'},
 	    {"verbose", no_argument, NULL, 'v'},
+	    {"test-table-swap-ms", required_argument, NULL, 'S'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	int o;
-	char *end;
+	unsigned long v;
 	bool have_ip = false;
 	c->udp_port = 11211;
 	c->tcp_on = true;
@@ -78,6 +152,7 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 	c->max_item = 1024 * 1024;
 	c->exc_port = -1;
 	optind = 1;
+	opterr = 1;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {
 		case 'i': {
@@ -87,70 +162,82 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 			c->prefix = 24;
 			if (slash) {
 				*slash = 0;
-				long p = strtol(slash + 1, &end, 10);
-				if (*end || p < 1 || p > 32)
+				if (num_arg("ip (prefix length)", slash + 1, 1, 32, &v))
 					return -1;
-				c->prefix = (uint8_t)p;
+				c->prefix = (uint8_t)v;
 			}
 			struct in_addr ia;
-			if (inet_pton(AF_INET, buf, &ia) != 1)
+			if (inet_pton(AF_INET, buf, &ia) != 1) {
+				fprintf(stderr, "sluiced: --ip: '%s' is not an IPv4 address\n", buf);
 				return -1;
+			}
 			c->ip = ia.s_addr;
 			have_ip = true;
 			break;
 		}
-		case 'u': {
-			long v = strtol(optarg, &end, 10);
-			if (*end || v < 1 || v > 65535)
+		case 'u':
+			if (num_arg("udp-port", optarg, 1, 65535, &v))
 				return -1;
 			c->udp_port = (uint16_t)v;
 			break;
-		}
 		case 't': {
 			if (strcmp(optarg, "off") == 0) {
 				c->tcp_on = false;
 				break;
 			}
 			char *colon = strrchr(optarg, ':');
+			struct in_addr ia;
 			if (!colon || colon == optarg ||
-			    (size_t)(colon - optarg) >= sizeof(c->tcp_host))
+			    (size_t)(colon - optarg) >= sizeof(c->tcp_host)) {
+				fprintf(stderr, "sluiced: --tcp: '%s' is not HOST:PORT or off\n",
+				        optarg);
 				return -1;
+			}
 			memcpy(c->tcp_host, optarg, (size_t)(colon - optarg));
 			c->tcp_host[colon - optarg] = 0;
-			long v = strtol(colon + 1, &end, 10);
-			if (*end || v < 1 || v > 65535)
+			if (inet_pton(AF_INET, c->tcp_host, &ia) != 1) {
+				fprintf(stderr, "sluiced: --tcp: '%s' is not an IPv4 address\n",
+				        c->tcp_host);
+				return -1;
+			}
+			if (num_arg("tcp (port)", colon + 1, 1, 65535, &v))
 				return -1;
 			c->tcp_port = (uint16_t)v;
 			break;
 		}
-		case 'm': {
-			long v = strtol(optarg, &end, 10);
-			if (*end || v < 1 || v > 1024 * 1024)
+		case 'm':
+			if (num_arg("memory", optarg, 1, 1024 * 1024, &v))
 				return -1;
 			c->mem_mib = (size_t)v;
 			break;
-		}
-		case 'w': {
-			long v = strtol(optarg, &end, 10);
-			if (*end || v < 1 || v > (long)SL_MAX_WORKERS)
+		case 'w':
+			if (num_arg("workers", optarg, 1, SL_MAX_WORKERS, &v))
 				return -1;
 			c->workers = (unsigned)v;
 			break;
-		}
-		case 'I': {
-			long v = strtol(optarg, &end, 10);
-			if (*end || v < 1024 || v > 128L * 1024 * 1024)
+		case 'I':
+			if (num_arg("max-item-size", optarg, 1024, 128UL * 1024 * 1024, &v))
 				return -1;
 			c->max_item = (size_t)v;
 			break;
-		}
 		case 'p':
-			c->port = (uint16_t)atoi(optarg);
+			if (num_arg("port", optarg, 0, RTE_MAX_ETHPORTS - 1, &v))
+				return -1;
+			c->port = (uint16_t)v;
 			break;
 		case 'e':
-			c->exc_port = atoi(optarg);
+			if (num_arg("exception-port", optarg, 0, RTE_MAX_ETHPORTS - 1, &v))
+				return -1;
+			c->exc_port = (int)v;
 			break;
 		case 'n':
+			if (!safe_name(optarg, sizeof(c->exc_netns) - 1)) {
+				fprintf(stderr,
+				        "sluiced: --exception-netns: '%s' is not a namespace name "
+				        "(letters, digits, '_', '-', '.'; at most %zu)\n",
+				        optarg, sizeof(c->exc_netns) - 1);
+				return -1;
+			}
 			snprintf(c->exc_netns, sizeof(c->exc_netns), "%s", optarg);
 			break;
 		case 'b':
@@ -159,9 +246,29 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 		case 'v':
 			c->verbose = true;
 			break;
+		case 'S':
+			if (!SL_FAULTS_BUILT) {
+				fprintf(stderr, "sluiced: --test-table-swap-ms: only in test builds "
+				                "(meson -Dfaults=true)\n");
+				return -1;
+			}
+			if (num_arg("test-table-swap-ms", optarg, 1, 60000, &v))
+				return -1;
+			c->table_swap_ms = (unsigned)v;
+			break;
 		default:
 			return -1;
 		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "sluiced: unexpected argument '%s'\n", argv[optind]);
+		return -1;
+	}
+	if (!have_ip)
+		fprintf(stderr, "sluiced: --ip is required\n");
+	if (c->exc_netns[0] && c->exc_port < 0) {
+		fprintf(stderr, "sluiced: --exception-netns needs --exception-port\n");
+		return -1;
 	}
 	return have_ip ? 0 : -1;
 }
@@ -169,8 +276,8 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 static void on_signal(int sig)
 {
 	(void)sig;
-	if (sl_app)
-		sl_app->quit = true;
+	if (quit_flag)
+		*quit_flag = true;
 }
 
 static int port_init(struct sl_app *a, uint16_t port, uint16_t nrx, uint16_t ntx)
@@ -199,7 +306,7 @@ static int port_init(struct sl_app *a, uint16_t port, uint16_t nrx, uint16_t ntx
 	rte_eth_dev_adjust_nb_rx_tx_desc(port, &nb_rxd, &nb_txd);
 	for (uint16_t q = 0; q < nrx; q++) {
 		rc = rte_eth_rx_queue_setup(port, q, nb_rxd, rte_eth_dev_socket_id(port), NULL,
-		                            a->pktpool);
+		                            a->net.pktpool);
 		if (rc)
 			return rc;
 	}
@@ -215,18 +322,42 @@ static int port_init(struct sl_app *a, uint16_t port, uint16_t nrx, uint16_t ntx
 	return 0;
 }
 
-static int run_cmd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run_cmd(const char *fmt, ...)
+/*
+ * Run ip(8) with @p argv, without a shell: the names in it are checked
+ * (safe_name) and passed as separate arguments, never as a command line
+ * that a shell would read.
+ */
+static int run_ip(char *const argv[])
 {
-	char cmd[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	int rc = system(cmd);
-	if (rc != 0)
-		fprintf(stderr, "sluiced: '%s' failed (%d)\n", cmd, rc);
-	return rc;
+	static const char *const paths[] = {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"};
+	const char *ip = NULL;
+	for (size_t i = 0; i < RTE_DIM(paths) && !ip; i++)
+		if (access(paths[i], X_OK) == 0)
+			ip = paths[i];
+	if (!ip) {
+		fprintf(stderr, "sluiced: ip(8) not found (package iproute2)\n");
+		return -ENOENT;
+	}
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		char *const envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+		execve(ip, argv, envp);
+		_exit(127);
+	}
+	int st;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		fprintf(stderr, "sluiced: '%s", ip);
+		for (int i = 1; argv[i]; i++)
+			fprintf(stderr, " %s", argv[i]);
+		fprintf(stderr, "' failed\n");
+		return -EIO;
+	}
+	return 0;
 }
 
 /*
@@ -241,90 +372,108 @@ static int exception_init(struct sl_app *a)
 	int rc = port_init(a, (uint16_t)c->exc_port, 1, 1);
 	if (rc)
 		return rc;
-	rte_eth_dev_default_mac_addr_set((uint16_t)c->exc_port, &a->mac);
+	rte_eth_dev_default_mac_addr_set((uint16_t)c->exc_port, &a->net.mac);
 	if (!c->exc_netns[0])
 		return 0;
 	struct rte_eth_dev_info info;
 	char ifname[IF_NAMESIZE] = "";
 	if (rte_eth_dev_info_get((uint16_t)c->exc_port, &info) != 0 || !info.if_index ||
-	    !if_indextoname(info.if_index, ifname)) {
+	    !if_indextoname(info.if_index, ifname) || !safe_name(ifname, IF_NAMESIZE - 1)) {
 		fprintf(stderr, "sluiced: exception port has no kernel interface\n");
 		return -ENODEV;
 	}
-	char ip[INET_ADDRSTRLEN];
-	inet_ntop(AF_INET, &c->ip, ip, sizeof(ip));
-	if (run_cmd("ip link set dev %s netns %s", ifname, c->exc_netns) ||
-	    run_cmd("ip -n %s addr add %s/%u dev %s", c->exc_netns, ip, c->prefix, ifname) ||
-	    run_cmd("ip -n %s link set dev %s up", c->exc_netns, ifname) ||
-	    run_cmd("ip -n %s link set dev lo up", c->exc_netns))
+	char path[128];
+	struct stat sb;
+	snprintf(path, sizeof(path), "/var/run/netns/%s", c->exc_netns);
+	if (stat(path, &sb) != 0) {
+		fprintf(stderr, "sluiced: --exception-netns: no namespace %s (ip netns add %s)\n",
+		        c->exc_netns, c->exc_netns);
+		return -ENOENT;
+	}
+	char ip[INET_ADDRSTRLEN + 4];
+	inet_ntop(AF_INET, &c->ip, ip, INET_ADDRSTRLEN);
+	snprintf(ip + strlen(ip), 4, "/%u", c->prefix);
+	char *ns = c->exc_netns;
+	char *mv[] = {"ip", "link", "set", "dev", ifname, "netns", ns, NULL};
+	char *addr[] = {"ip", "-n", ns, "addr", "add", ip, "dev", ifname, NULL};
+	char *up[] = {"ip", "-n", ns, "link", "set", "dev", ifname, "up", NULL};
+	char *lo[] = {"ip", "-n", ns, "link", "set", "dev", "lo", "up", NULL};
+	if (run_ip(mv) || run_ip(addr) || run_ip(up) || run_ip(lo))
 		return -EIO;
 	return 0;
 }
 
-/* Move packets between the exception tap and the wire (main lcore). */
-static void exception_poll(struct sl_app *a, bool *busy)
+/* Move packets between the exception tap and the wire (a poller of the
+ * main loop: a DPDK port announces nothing to epoll). */
+static bool exception_poll(struct sl_poller *p, bool *no_wait)
 {
+	struct sl_app *a = (struct sl_app *)((char *)p - offsetof(struct sl_app, exc_poller));
 	struct rte_mbuf *pk[SL_BURST];
-	unsigned n = rte_ring_sc_dequeue_burst(a->exc_ring, (void **)pk, SL_BURST, NULL);
+	bool busy = false;
+	(void)no_wait;
+	unsigned n = rte_ring_sc_dequeue_burst(a->net.exc_ring, (void **)pk, SL_BURST, NULL);
 	if (n) {
 		uint16_t s = rte_eth_tx_burst((uint16_t)a->cfg.exc_port, 0, pk, (uint16_t)n);
 		if (s < n) {
 			a->main_st.drops[SL_DROP_tx_full] += n - s;
 			rte_pktmbuf_free_bulk(pk + s, n - s);
 		}
-		*busy = true;
+		busy = true;
 	}
 	uint16_t k = rte_eth_rx_burst((uint16_t)a->cfg.exc_port, 0, pk, SL_BURST);
 	if (k) {
-		unsigned s = rte_ring_sp_enqueue_burst(a->wire_ring, (void **)pk, k, NULL);
+		unsigned s = rte_ring_sp_enqueue_burst(a->net.wire_ring, (void **)pk, k, NULL);
 		a->main_st.exception_pkts += k;
 		if (s < k) {
 			a->main_st.drops[SL_DROP_tx_full] += k - s;
 			rte_pktmbuf_free_bulk(pk + s, k - s);
 		}
-		*busy = true;
+		busy = true;
 	}
+	return busy;
 }
 
-/* Shutdown: messages still in rings go back to the pool, packets still in
- * rings are freed, and every pooled message gives up its buffers. */
-static void msg_free_buffers(struct rte_mempool *mp, void *arg, void *obj, unsigned idx)
+static uint64_t mono_ns(void)
 {
-	(void)mp;
-	(void)arg;
-	(void)idx;
-	struct sl_msg *m = obj;
-	sl_buf_release(&m->conv.out);
-	free(m->heap_in);
-	m->heap_in = NULL;
-	m->heap_cap = 0;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void drain(struct sl_app *a)
+/*
+ * Slot tables: reclaim the ones no worker can still read. In test builds
+ * with --test-table-swap-ms, also publish a fresh copy of the current
+ * table under the next epoch that often, so that the tests run the
+ * publication and reclamation under load (the same ownership: replies must
+ * not change).
+ */
+static bool table_poll(struct sl_poller *p, bool *no_wait)
 {
-	void *objs[SL_BURST];
-	unsigned n;
-	for (unsigned f = 0; f <= a->node.nworkers; f++)
-		for (unsigned t = 0; t <= a->node.nworkers; t++) {
-			if (!a->ring[f][t])
-				continue;
-			while ((n = rte_ring_dequeue_burst(a->ring[f][t], objs, SL_BURST, NULL)))
-				for (unsigned i = 0; i < n; i++)
-					sl_msg_done(a, objs[i]);
+	struct sl_app *a = (struct sl_app *)((char *)p - offsetof(struct sl_app, table_poller));
+	struct sl_tables *ts = &a->tables;
+	bool busy = false;
+	if (ts->nretired) {
+		sl_tables_reclaim(ts);
+		*no_wait = true; /* come back soon for the rest */
+	}
+	if (a->cfg.table_swap_ms) {
+		*no_wait = true;
+		uint64_t now = mono_ns();
+		if (now >= a->next_swap_ns) {
+			a->next_swap_ns = now + (uint64_t)a->cfg.table_swap_ms * 1000000u;
+			struct sl_table *t = sl_table_alloc();
+			if (t) {
+				memcpy(t, sl_tables_current(ts), sizeof(*t));
+				t->epoch++;
+				if (sl_tables_publish(ts, t) == 0)
+					a->node.epoch = t->epoch;
+				else
+					sl_table_free(t);
+				busy = true;
+			}
 		}
-	struct rte_ring *pk[] = {a->exc_ring, a->wire_ring};
-	for (unsigned r = 0; r < 2; r++)
-		while ((n = rte_ring_dequeue_burst(pk[r], objs, SL_BURST, NULL)))
-			rte_pktmbuf_free_bulk((struct rte_mbuf **)objs, n);
-	rte_mempool_obj_iter(a->msgpool, msg_free_buffers, NULL);
-}
-
-static void msg_init(struct rte_mempool *mp, void *arg, void *obj, unsigned idx)
-{
-	(void)mp;
-	(void)arg;
-	(void)idx;
-	memset(obj, 0, sizeof(struct sl_msg));
+	}
+	return busy;
 }
 
 int main(int argc, char **argv)
@@ -355,42 +504,48 @@ int main(int argc, char **argv)
 		rte_exit(EXIT_FAILURE, "no DPDK port %u (give one with --vdev)\n", c->port);
 	if (c->exc_port >= 0 && !rte_eth_dev_is_valid_port((uint16_t)c->exc_port))
 		rte_exit(EXIT_FAILURE, "no exception port %d\n", c->exc_port);
-	sl_app = a;
+	quit_flag = &a->quit;
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 
 	unsigned W = c->workers;
-	a->pktpool = rte_pktmbuf_pool_create("sl_pkt", 16383 + 4096 * W, 256, 0,
-	                                     RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
-	a->msgpool = rte_mempool_create("sl_msg", 8191, sizeof(struct sl_msg), 128, 0, NULL, NULL,
-	                                msg_init, NULL, (int)rte_socket_id(), 0);
-	a->exc_ring = rte_ring_create("sl_exc", SL_RING_SIZE, (int)rte_socket_id(), RING_F_SC_DEQ);
-	a->wire_ring = rte_ring_create("sl_wire", SL_RING_SIZE, (int)rte_socket_id(),
-	                               RING_F_SP_ENQ | RING_F_SC_DEQ);
-	if (!a->pktpool || !a->msgpool || !a->exc_ring || !a->wire_ring)
+	struct sl_net *net = &a->net;
+	net->port = c->port;
+	net->exc_port = c->exc_port;
+	net->ip = c->ip;
+	net->udp_port = c->udp_port;
+	net->ho = &a->ho;
+	net->pktpool = rte_pktmbuf_pool_create("sl_pkt", 16383 + 4096 * W, 256, 0,
+	                                       RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
+	if (c->exc_port >= 0) {
+		net->exc_ring =
+		    rte_ring_create("sl_exc", SL_RING_SIZE, (int)rte_socket_id(), RING_F_SC_DEQ);
+		net->wire_ring = rte_ring_create("sl_wire", SL_RING_SIZE, (int)rte_socket_id(),
+		                                 RING_F_SP_ENQ | RING_F_SC_DEQ);
+		if (!net->exc_ring || !net->wire_ring)
+			rte_exit(EXIT_FAILURE, "cannot create rings: %s\n", rte_strerror(rte_errno));
+	}
+	if (!net->pktpool || sl_handoff_init(&a->ho, W) != 0)
 		rte_exit(EXIT_FAILURE, "cannot create pools: %s\n", rte_strerror(rte_errno));
-	for (unsigned f = 0; f <= W; f++)
-		for (unsigned t = 0; t <= W; t++) {
-			if (f == t)
-				continue;
-			char name[32];
-			snprintf(name, sizeof(name), "sl_r%u_%u", f, t);
-			a->ring[f][t] = rte_ring_create(name, SL_RING_SIZE, (int)rte_socket_id(),
-			                                RING_F_SP_ENQ | RING_F_SC_DEQ);
-			if (!a->ring[f][t])
-				rte_exit(EXIT_FAILURE, "ring: %s\n", rte_strerror(rte_errno));
-		}
 
 	if (port_init(a, c->port, (uint16_t)W, (uint16_t)W) != 0)
 		rte_exit(EXIT_FAILURE, "cannot start port %u\n", c->port);
-	rte_eth_macaddr_get(c->port, &a->mac);
+	rte_eth_macaddr_get(c->port, &net->mac);
 	if (c->exc_port >= 0 && exception_init(a) != 0)
 		rte_exit(EXIT_FAILURE, "cannot set up the exception path\n");
 
+	/* before any worker polls a port or reads a table (see
+	 * include/sluice/portguard.h and tables.c) */
+	if (sl_guard_init(W) != 0)
+		rte_exit(EXIT_FAILURE, "cannot set up the port guard\n");
+	/* the node runs alone: node 0, epoch 1, every slot its own */
+	struct sl_table *t0 = sl_table_alloc();
+	if (!t0 || sl_table_init_local(t0, 1, 0, W) != 0 || sl_tables_publish(&a->tables, t0) != 0)
+		rte_exit(EXIT_FAILURE, "cannot build the slot table\n");
+
 	/* the node: W stores, each with its share of memory */
-	sl_slot_map_init(&a->map, W);
 	a->node.nworkers = W;
-	a->node.map = &a->map;
+	a->node.epoch = t0->epoch;
 	a->node.main_st = &a->main_st;
 	a->node.started = sl_now();
 	a->node.mem_limit = c->mem_mib << 20;
@@ -405,8 +560,17 @@ int main(int argc, char **argv)
 		                           .arena = SL_STORE_NEW_ARENA};
 		w->idx = i;
 		w->lcore = lc;
+		w->net = net;
+		w->ho = &a->ho;
+		w->tables = &a->tables;
+		w->quit = &a->quit;
+		w->busy_poll = c->busy_poll;
+		w->tx.port = c->port;
+		w->tx.queue = (uint16_t)i;
+		w->tx.st = &w->ex.st;
 		w->ex.core = i;
 		w->ex.node = &a->node;
+		w->ex.table = t0;
 		w->ex.store = sl_store_create(&sc);
 		if (!w->ex.store)
 			rte_exit(EXIT_FAILURE, "cannot create store %u\n", i);
@@ -416,17 +580,31 @@ int main(int argc, char **argv)
 		if (!w->frag)
 			rte_exit(EXIT_FAILURE, "cannot create reassembly table\n");
 	}
-	if (sl_tcp_init(a) != 0)
-		rte_exit(EXIT_FAILURE, "cannot start the TCP front end\n");
-	/* before any worker polls a port (see include/sluice/portguard.h) */
-	if (sl_guard_init(W) != 0)
-		rte_exit(EXIT_FAILURE, "cannot set up the port guard\n");
-
+	if (sl_loop_init(&a->loop) != 0)
+		rte_exit(EXIT_FAILURE, "cannot create the main loop\n");
 	char ip[INET_ADDRSTRLEN];
 	inet_ntop(AF_INET, &c->ip, ip, sizeof(ip));
+	struct sl_tcp_conf tc = {.on = c->tcp_on,
+	                         .port = c->tcp_port,
+	                         .exc_netns = c->exc_port >= 0 && c->exc_netns[0] ? c->exc_netns
+	                                                                          : NULL,
+	                         .exc_ip = c->ip,
+	                         .exc_port = c->udp_port};
+	snprintf(tc.host, sizeof(tc.host), "%s", c->tcp_host);
+	if (sl_tcp_init(&a->tcp, &tc, &a->loop, &a->ho, &a->node, &a->main_st, c->max_item) != 0)
+		rte_exit(EXIT_FAILURE, "cannot start the TCP front end\n");
+	a->table_poller.poll = table_poll;
+	sl_loop_add_poller(&a->loop, &a->table_poller);
+	if (c->exc_port >= 0) {
+		/* a DPDK port: the loop polls it and never blocks in epoll */
+		a->exc_poller.poll = exception_poll;
+		sl_loop_add_poller(&a->loop, &a->exc_poller);
+		a->loop.can_block = false;
+	}
+
 	printf("sluiced: %s/%u udp port %u, %u worker(s), %zu MiB, mac " RTE_ETHER_ADDR_PRT_FMT
 	       "\n",
-	       ip, c->prefix, c->udp_port, W, c->mem_mib, RTE_ETHER_ADDR_BYTES(&a->mac));
+	       ip, c->prefix, c->udp_port, W, c->mem_mib, RTE_ETHER_ADDR_BYTES(&net->mac));
 	if (c->tcp_on)
 		printf("sluiced: tcp on %s:%u\n", c->tcp_host, c->tcp_port);
 	if (c->exc_netns[0])
@@ -442,7 +620,7 @@ int main(int argc, char **argv)
 	 * The main lcore shares a CPU with a worker in small set-ups (the
 	 * benchmarks give it the worker's), so it must not wake for nothing:
 	 * every wake-up takes the CPU from the worker for two context
-	 * switches. Once idle, it waits in epoll for the TCP sockets, which
+	 * switches. Once idle, it waits in epoll for its descriptors, which
 	 * wake it at once; only the exception port, a DPDK port no file
 	 * descriptor announces, needs polling, every SL_MAX_IDLE_US at most.
 	 * Measured (get100 uniform, 1 worker sharing CPU 0, 3 rounds): waking
@@ -450,11 +628,8 @@ int main(int argc, char **argv)
 	 */
 	unsigned idle = 0, sleep_us = 1;
 	while (!a->quit) {
-		bool busy = false;
-		bool waited =
-		    sl_tcp_poll(a, &busy, idle >= 64 && c->exc_port < 0 ? SL_MAIN_WAIT_MS : 0);
-		if (c->exc_port >= 0)
-			exception_poll(a, &busy);
+		bool waited;
+		bool busy = sl_loop_turn(&a->loop, idle >= 64 ? SL_MAIN_WAIT_MS : 0, &waited);
 		if (busy) {
 			idle = 0;
 			sleep_us = 1;
@@ -471,12 +646,20 @@ int main(int argc, char **argv)
 	}
 	printf("sluiced: shutting down\n");
 	rte_eal_mp_wait_lcore();
-	sl_tcp_fini(a);
-	drain(a);
+	sl_tcp_fini(&a->tcp);
+	sl_loop_fini(&a->loop);
+	sl_handoff_fini(&a->ho);
+	void *objs[SL_BURST];
+	unsigned n;
+	struct rte_ring *pk[] = {net->exc_ring, net->wire_ring};
+	for (unsigned r = 0; r < 2; r++)
+		while (pk[r] && (n = rte_ring_dequeue_burst(pk[r], objs, SL_BURST, NULL)))
+			rte_pktmbuf_free_bulk((struct rte_mbuf **)objs, n);
 	for (unsigned i = 0; i < W; i++) {
 		sl_store_destroy(a->workers[i].ex.store);
 		rte_ip_frag_table_destroy(a->workers[i].frag);
 	}
+	sl_tables_fini(&a->tables);
 	rte_eth_dev_stop(c->port);
 	rte_eth_dev_close(c->port);
 	if (c->exc_port >= 0) {

@@ -11,7 +11,12 @@
  *
  * UDP checksums are left 0 (allowed for IPv4 by RFC 768; memcached's kernel
  * path computes them, clients do not require them).
+ *
+ * This layer classifies and answers what needs no store; a memcached
+ * request becomes a message (origin: sl_udp_origin) that it returns to the
+ * worker loop to run. It calls nothing above it.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include <rte_arp.h>
@@ -21,6 +26,7 @@
 #include <rte_mbuf.h>
 #include <rte_udp.h>
 
+#include "sluice/fault.h"
 #include "sluice/ipsum.h"
 #include "sluiced.h"
 
@@ -28,30 +34,9 @@
 	(sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + sizeof(struct rte_udp_hdr) + \
 	 SL_FRAME_LEN)
 
-void sl_worker_tx_flush(struct sl_app *a, struct sl_worker *w)
+static void to_kernel(struct sl_worker *w, struct rte_mbuf *m, enum sl_drop why)
 {
-	unsigned sent = 0;
-	for (int tries = 0; sent < w->ntx && tries < 16; tries++)
-		sent += rte_eth_tx_burst(a->cfg.port, (uint16_t)w->idx, w->tx + sent,
-		                         (uint16_t)(w->ntx - sent));
-	w->ex.st.tx_packets += sent;
-	if (sent < w->ntx) {
-		w->ex.st.drops[SL_DROP_tx_full] += w->ntx - sent;
-		rte_pktmbuf_free_bulk(w->tx + sent, w->ntx - sent);
-	}
-	w->ntx = 0;
-}
-
-void sl_worker_tx(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m)
-{
-	if (w->ntx == RTE_DIM(w->tx))
-		sl_worker_tx_flush(a, w);
-	w->tx[w->ntx++] = m;
-}
-
-static void to_kernel(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, enum sl_drop why)
-{
-	if (a->cfg.exc_port >= 0 && rte_ring_mp_enqueue(a->exc_ring, m) == 0) {
+	if (w->net->exc_port >= 0 && rte_ring_mp_enqueue(w->net->exc_ring, m) == 0) {
 		w->ex.st.exception_pkts++;
 		return;
 	}
@@ -59,7 +44,7 @@ static void to_kernel(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m,
 	rte_pktmbuf_free(m);
 }
 
-static void handle_arp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m)
+static void handle_arp(struct sl_worker *w, struct rte_mbuf *m)
 {
 	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	struct rte_arp_hdr *arp = (struct rte_arp_hdr *)(eth + 1);
@@ -71,23 +56,23 @@ static void handle_arp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m
 		return;
 	}
 	if (arp->arp_opcode == rte_cpu_to_be_16(RTE_ARP_OP_REQUEST) &&
-	    arp->arp_data.arp_tip == a->cfg.ip) {
-		struct rte_mbuf *r = rte_pktmbuf_alloc(a->pktpool);
+	    arp->arp_data.arp_tip == w->net->ip) {
+		struct rte_mbuf *r = rte_pktmbuf_alloc(w->net->pktpool);
 		if (r) {
 			size_t len = sizeof(*eth) + sizeof(*arp);
 			struct rte_ether_hdr *re =
 			    (struct rte_ether_hdr *)rte_pktmbuf_append(r, (uint16_t)len);
 			struct rte_arp_hdr *ra = (struct rte_arp_hdr *)(re + 1);
 			re->dst_addr = eth->src_addr;
-			re->src_addr = a->mac;
+			re->src_addr = w->net->mac;
 			re->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
 			*ra = *arp;
 			ra->arp_opcode = rte_cpu_to_be_16(RTE_ARP_OP_REPLY);
 			ra->arp_data.arp_tha = arp->arp_data.arp_sha;
 			ra->arp_data.arp_tip = arp->arp_data.arp_sip;
-			ra->arp_data.arp_sha = a->mac;
-			ra->arp_data.arp_sip = a->cfg.ip;
-			sl_worker_tx(a, w, r);
+			ra->arp_data.arp_sha = w->net->mac;
+			ra->arp_data.arp_sip = w->net->ip;
+			sl_tx_push(&w->tx, r);
 			w->ex.st.arp_replies++;
 		} else {
 			w->ex.st.drops[SL_DROP_no_mbuf]++;
@@ -95,28 +80,28 @@ static void handle_arp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m
 	}
 	/* the kernel behind the exception path needs ARP too, to reach
 	 * its TCP peers */
-	to_kernel(a, w, m, SL_DROP_other_proto);
+	to_kernel(w, m, SL_DROP_other_proto);
 }
 
 /* TTL of what sluiced sends (replies, ICMP echo replies) */
 #define REPLY_TTL 64
 
-static void handle_icmp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m,
+static void handle_icmp(struct sl_worker *w, struct rte_mbuf *m,
                         struct rte_ipv4_hdr *ip, uint16_t ihl)
 {
 	uint16_t tot = rte_be_to_cpu_16(ip->total_length);
 	struct rte_icmp_hdr *ic = (struct rte_icmp_hdr *)((uint8_t *)ip + ihl);
 	if (m->nb_segs != 1 || tot < ihl + sizeof(*ic) ||
 	    ic->icmp_type != RTE_IP_ICMP_ECHO_REQUEST) {
-		to_kernel(a, w, m, SL_DROP_other_proto);
+		to_kernel(w, m, SL_DROP_other_proto);
 		return;
 	}
 	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	struct rte_ether_addr t = eth->src_addr;
-	eth->src_addr = a->mac;
+	eth->src_addr = w->net->mac;
 	eth->dst_addr = t;
 	ip->dst_addr = ip->src_addr;
-	ip->src_addr = a->cfg.ip;
+	ip->src_addr = w->net->ip;
 	ip->time_to_live = REPLY_TTL;
 	ip->hdr_checksum = 0;
 	ip->hdr_checksum = rte_ipv4_cksum(ip);
@@ -126,7 +111,7 @@ static void handle_icmp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *
 	/* trim any Ethernet padding */
 	rte_pktmbuf_trim(m, (uint16_t)(m->pkt_len - sizeof(*eth) - tot));
 	w->ex.st.icmp_replies++;
-	sl_worker_tx(a, w, m);
+	sl_tx_push(&w->tx, m);
 }
 
 /* Where a reply goes: the request's sender (all in network order). */
@@ -138,7 +123,7 @@ struct peer {
 
 /* Write Ethernet, IPv4, UDP and frame headers for a reply datagram of
  * @p chunk reply bytes at @p p; returns where the reply bytes go. */
-static uint8_t *write_headers(struct sl_app *a, struct sl_worker *w, uint8_t *p,
+static uint8_t *write_headers(struct sl_worker *w, uint8_t *p,
                               const struct peer *to, const struct sl_frame *f, size_t chunk)
 {
 	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
@@ -146,7 +131,7 @@ static uint8_t *write_headers(struct sl_app *a, struct sl_worker *w, uint8_t *p,
 	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
 	uint8_t *fr = (uint8_t *)(udp + 1);
 	eth->dst_addr = to->mac;
-	eth->src_addr = a->mac;
+	eth->src_addr = w->net->mac;
 	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
 	ip->version_ihl = RTE_IPV4_VHL_DEF;
 	ip->type_of_service = 0;
@@ -158,11 +143,11 @@ static uint8_t *write_headers(struct sl_app *a, struct sl_worker *w, uint8_t *p,
 	ip->fragment_offset = 0;
 	ip->time_to_live = REPLY_TTL;
 	ip->next_proto_id = IPPROTO_UDP;
-	ip->src_addr = a->cfg.ip;
+	ip->src_addr = w->net->ip;
 	ip->dst_addr = to->ip;
 	/* from the values: see sluice/ipsum.h */
-	ip->hdr_checksum = sl_ipv4_cksum(tot, id, REPLY_TTL, IPPROTO_UDP, a->cfg.ip, to->ip);
-	udp->src_port = rte_cpu_to_be_16(a->cfg.udp_port);
+	ip->hdr_checksum = sl_ipv4_cksum(tot, id, REPLY_TTL, IPPROTO_UDP, w->net->ip, to->ip);
+	udp->src_port = rte_cpu_to_be_16(w->net->udp_port);
 	udp->dst_port = to->port;
 	udp->dgram_len = rte_cpu_to_be_16((uint16_t)(sizeof(*udp) + SL_FRAME_LEN + chunk));
 	udp->dgram_cksum = 0;
@@ -178,7 +163,7 @@ static uint8_t *write_headers(struct sl_app *a, struct sl_worker *w, uint8_t *p,
  * the reply in place or the reply might not fit one datagram; the general
  * path then runs it.
  */
-static bool answer_in_place(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m,
+static bool answer_in_place(struct sl_worker *w, struct rte_mbuf *m,
                             const struct peer *to, const struct sl_frame *f, char *in, uint32_t len,
                             const struct sl_peek *pk)
 {
@@ -191,17 +176,17 @@ static bool answer_in_place(struct sl_app *a, struct sl_worker *w, struct rte_mb
 	if (n < 0)
 		return false;
 	struct sl_frame rf = {.id = f->id, .seq = 0, .count = 1};
-	write_headers(a, w, rte_pktmbuf_mtod(m, uint8_t *), to, &rf, (size_t)n);
+	write_headers(w, rte_pktmbuf_mtod(m, uint8_t *), to, &rf, (size_t)n);
 	m->data_len = (uint16_t)(HDR_LEN + (size_t)n);
 	m->pkt_len = m->data_len;
 	m->ol_flags = 0; /* RX's offload flags mean nothing to TX */
 	w->ex.st.bytes_written += (uint64_t)n;
-	sl_worker_tx(a, w, m);
+	sl_tx_push(&w->tx, m);
 	return true;
 }
 
-static void handle_udp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m,
-                       struct rte_ipv4_hdr *ip, uint16_t ihl, const struct sl_peek *pk)
+static struct sl_msg *handle_udp(struct sl_worker *w, struct rte_mbuf *m,
+                                 struct rte_ipv4_hdr *ip, uint16_t ihl, const struct sl_peek *pk)
 {
 	uint16_t tot = rte_be_to_cpu_16(ip->total_length);
 	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)((uint8_t *)ip + ihl);
@@ -209,11 +194,11 @@ static void handle_udp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m
 	if (ulen < sizeof(*udp) || ulen > tot - ihl) {
 		w->ex.st.drops[SL_DROP_bad_udp]++;
 		rte_pktmbuf_free(m);
-		return;
+		return NULL;
 	}
-	if (udp->dst_port != rte_cpu_to_be_16(a->cfg.udp_port)) {
-		to_kernel(a, w, m, SL_DROP_udp_port);
-		return;
+	if (udp->dst_port != rte_cpu_to_be_16(w->net->udp_port)) {
+		to_kernel(w, m, SL_DROP_udp_port);
+		return NULL;
 	}
 	uint32_t plen = ulen - (uint32_t)sizeof(*udp);
 	uint32_t off = (uint32_t)(sizeof(struct rte_ether_hdr) + ihl + sizeof(*udp));
@@ -225,27 +210,27 @@ static void handle_udp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m
 		w->ex.st
 		    .drops[v == SL_FRAME_SHORT ? SL_DROP_short_frame : SL_DROP_multi_datagram]++;
 		rte_pktmbuf_free(m);
-		return;
+		return NULL;
 	}
 	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	struct peer to = {eth->src_addr, ip->src_addr, udp->src_port};
 	uint32_t len = plen - SL_FRAME_LEN;
 	bool flat = off + SL_FRAME_LEN + len <= m->data_len;
 	if (pk && pk->get1 && pk->mine && flat &&
-	    answer_in_place(a, w, m, &to, &f,
-	                    rte_pktmbuf_mtod_offset(m, char *, off + SL_FRAME_LEN), len, pk))
-		return;
-	struct sl_msg *msg;
-	if (rte_mempool_get(a->msgpool, (void **)&msg) != 0) {
+	    answer_in_place(w, m, &to, &f, rte_pktmbuf_mtod_offset(m, char *, off + SL_FRAME_LEN),
+	                    len, pk))
+		return NULL;
+	struct sl_msg *msg = sl_msg_get(w->net->ho);
+	if (!msg) {
 		w->ex.st.drops[SL_DROP_no_mbuf]++;
 		rte_pktmbuf_free(m);
-		return;
+		return NULL;
 	}
-	msg->origin = SL_ORIGIN_UDP;
-	msg->peer_mac = to.mac;
-	msg->peer_ip = to.ip;
-	msg->peer_port = to.port;
-	msg->frame_id = f.id;
+	msg->origin = &sl_udp_origin;
+	msg->udp.peer_mac = to.mac;
+	msg->udp.peer_ip = to.ip;
+	msg->udp.peer_port = to.port;
+	msg->udp.frame_id = f.id;
 	msg->m = m;
 	const char *in;
 	if (flat) {
@@ -256,9 +241,8 @@ static void handle_udp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m
 			char *p = realloc(msg->heap_in, len);
 			if (!p) {
 				w->ex.st.drops[SL_DROP_no_mbuf]++;
-				rte_pktmbuf_free(m);
-				rte_mempool_put(a->msgpool, msg);
-				return;
+				sl_msg_put(w->net->ho, msg); /* frees m */
+				return NULL;
 			}
 			msg->heap_in = p;
 			msg->heap_cap = len;
@@ -272,32 +256,32 @@ static void handle_udp(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m
 	sl_conv_reset(&msg->conv, in, len, true);
 	if (pk && pk->hash)
 		sl_conv_hint(&msg->conv, SL_PEEK_KEY_OFF, pk->klen, pk->hash);
-	sl_msg_run(a, w, msg);
+	return msg;
 }
 
-int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uint64_t tsc,
-                  const struct sl_peek *pk)
+struct sl_msg *sl_net_handle(struct sl_worker *w, struct rte_mbuf *m, uint64_t tsc,
+                             const struct sl_peek *pk)
 {
 	w->ex.st.rx_packets++;
 	if (m->data_len < sizeof(struct rte_ether_hdr)) {
 		w->ex.st.drops[SL_DROP_not_ipv4]++;
 		rte_pktmbuf_free(m);
-		return 0;
+		return NULL;
 	}
 	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	uint16_t et = rte_be_to_cpu_16(eth->ether_type);
 	if (et == RTE_ETHER_TYPE_ARP) {
-		handle_arp(a, w, m);
-		return 0;
+		handle_arp(w, m);
+		return NULL;
 	}
 	if (et != RTE_ETHER_TYPE_IPV4) {
-		to_kernel(a, w, m, SL_DROP_not_ipv4);
-		return 0;
+		to_kernel(w, m, SL_DROP_not_ipv4);
+		return NULL;
 	}
 	if (m->data_len < sizeof(*eth) + sizeof(struct rte_ipv4_hdr)) {
 		w->ex.st.drops[SL_DROP_bad_ip]++;
 		rte_pktmbuf_free(m);
-		return 0;
+		return NULL;
 	}
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
 	uint16_t ihl = (uint16_t)((ip->version_ihl & 0xf) * 4);
@@ -306,12 +290,12 @@ int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uin
 	    sizeof(*eth) + tot > m->pkt_len || sizeof(*eth) + ihl > m->data_len) {
 		w->ex.st.drops[SL_DROP_bad_ip]++;
 		rte_pktmbuf_free(m);
-		return 0;
+		return NULL;
 	}
-	if (ip->dst_addr != a->cfg.ip) {
+	if (ip->dst_addr != w->net->ip) {
 		/* broadcast and multicast may interest the kernel */
-		to_kernel(a, w, m, SL_DROP_not_for_us);
-		return 0;
+		to_kernel(w, m, SL_DROP_not_for_us);
+		return NULL;
 	}
 	if (rte_ipv4_frag_pkt_is_fragmented(ip)) {
 		m->l2_len = sizeof(*eth);
@@ -320,7 +304,7 @@ int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uin
 		rte_pktmbuf_trim(m, (uint16_t)(m->pkt_len - sizeof(*eth) - tot));
 		struct rte_mbuf *r = rte_ipv4_frag_reassemble_packet(w->frag, &w->dr, m, tsc, ip);
 		if (!r)
-			return 0; /* held for more fragments, or dropped into death row */
+			return NULL; /* held for more fragments, or dropped into death row */
 		m = r;
 		pk = NULL; /* the pre-pass saw one fragment of it */
 		eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
@@ -330,7 +314,7 @@ int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uin
 		if (sizeof(*eth) + tot > m->pkt_len) {
 			w->ex.st.drops[SL_DROP_frag_failed]++;
 			rte_pktmbuf_free(m);
-			return 0;
+			return NULL;
 		}
 	}
 	switch (ip->next_proto_id) {
@@ -338,56 +322,77 @@ int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uin
 		if (sizeof(*eth) + ihl + sizeof(struct rte_udp_hdr) > m->data_len) {
 			w->ex.st.drops[SL_DROP_bad_udp]++;
 			rte_pktmbuf_free(m);
-			return 0;
+			return NULL;
 		}
-		handle_udp(a, w, m, ip, ihl, pk);
-		break;
+		return handle_udp(w, m, ip, ihl, pk);
 	case IPPROTO_ICMP:
-		handle_icmp(a, w, m, ip, ihl);
+		handle_icmp(w, m, ip, ihl);
 		break;
 	default:
-		to_kernel(a, w, m, SL_DROP_other_proto);
+		to_kernel(w, m, SL_DROP_other_proto);
 		break;
 	}
-	return 0;
+	return NULL;
 }
 
-void sl_net_send_reply(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg)
+/*
+ * Send a UDP conversation's reply: n datagrams, all or none (the mbufs are
+ * taken first, so a client never gets a reply with datagrams missing
+ * because the pool ran dry halfway; it gets nothing and retries, as for
+ * any lost datagram). A one-datagram reply goes out in the request's own
+ * mbuf: its input has been used up, and this saves an alloc and a free per
+ * request (the common case).
+ */
+static void udp_reply(struct sl_worker *w, struct sl_msg *msg)
 {
 	const struct sl_buf *o = &msg->conv.out;
-	if (o->len == 0)
-		return; /* noreply, quit: memcached sends nothing either */
+	if (o->len == 0) {
+		/* noreply, quit: memcached sends nothing either */
+		sl_msg_put(w->ho, msg);
+		return;
+	}
 	uint32_t n = sl_frame_count(o->len);
 	if (n > UINT16_MAX)
 		n = UINT16_MAX;
+	struct rte_mbuf *stack[64], **ms = stack;
+	struct rte_mbuf *req = msg->m;
+	if (n == 1 && req && req->nb_segs == 1 && rte_mbuf_refcnt_read(req) == 1 &&
+	    RTE_MBUF_DIRECT(req) &&
+	    req->buf_len >= RTE_MIN((uint16_t)RTE_PKTMBUF_HEADROOM, req->buf_len) + HDR_LEN + o->len) {
+		msg->m = NULL;
+		rte_pktmbuf_reset(req);
+		stack[0] = req;
+	} else {
+		if (n > RTE_DIM(stack))
+			ms = malloc(n * sizeof(*ms));
+		if (!ms || sl_fault(SL_FAULT_mbuf_alloc) ||
+		    rte_pktmbuf_alloc_bulk(w->net->pktpool, ms, n) != 0) {
+			w->ex.st.drops[SL_DROP_no_mbuf]++;
+			if (ms != stack)
+				free(ms);
+			sl_msg_put(w->ho, msg);
+			return;
+		}
+	}
+	struct peer to = {msg->udp.peer_mac, msg->udp.peer_ip, msg->udp.peer_port};
 	for (uint32_t i = 0; i < n; i++) {
 		size_t off = (size_t)i * SL_UDP_CHUNK;
 		size_t chunk = o->len - off < SL_UDP_CHUNK ? o->len - off : SL_UDP_CHUNK;
-		struct rte_mbuf *m = NULL;
-		/* A one-datagram reply goes out in the request's own mbuf: its
-		 * input has been used up, and this saves an alloc and a free per
-		 * request (the common case). */
-		struct rte_mbuf *req = msg->m;
-		if (n == 1 && req && req->nb_segs == 1 && rte_mbuf_refcnt_read(req) == 1 &&
-		    RTE_MBUF_DIRECT(req) &&
-		    req->buf_len >=
-		        RTE_MIN((uint16_t)RTE_PKTMBUF_HEADROOM, req->buf_len) + HDR_LEN + chunk) {
-			msg->m = NULL;
-			m = req;
-			rte_pktmbuf_reset(m);
-		} else {
-			m = rte_pktmbuf_alloc(a->pktpool);
-		}
-		if (!m) {
-			w->ex.st.drops[SL_DROP_no_mbuf]++;
-			return;
-		}
+		struct rte_mbuf *m = ms[i];
 		uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(HDR_LEN + chunk));
-		struct sl_frame f = {.id = msg->frame_id, .seq = (uint16_t)i, .count = (uint16_t)n};
-		struct peer to = {msg->peer_mac, msg->peer_ip, msg->peer_port};
-		uint8_t *fr = write_headers(a, w, p, &to, &f, chunk);
+		struct sl_frame f = {.id = msg->udp.frame_id, .seq = (uint16_t)i, .count = (uint16_t)n};
+		uint8_t *fr = write_headers(w, p, &to, &f, chunk);
 		memcpy(fr, o->p + off, chunk);
 		w->ex.st.bytes_written += chunk;
-		sl_worker_tx(a, w, m);
+		sl_tx_push(&w->tx, m);
 	}
+	if (ms != stack)
+		free(ms);
+	sl_msg_put(w->ho, msg);
 }
+
+const struct sl_origin_ops sl_udp_origin = {
+    .name = "udp",
+    .lossless = false,
+    .reply = udp_reply,
+};

@@ -1,14 +1,24 @@
 /*
- * sluiced internals shared by main.c, worker.c, net.c and tcp.c.
+ * sluiced internals: the modules of the node and what each owns.
  *
  * Threads and who owns what:
  *
- *   main lcore: TCP front end (kernel sockets, epoll), exception path
- *               (port <-> kernel tap), statistics readers
- *   worker k:   RX queue k and TX queue k of the port, store k, its
- *               IP reassembly table, its counters
+ *   main lcore: the descriptor loop (loop.c): TCP front end (tcp.c, kernel
+ *               sockets), exception path (port <-> kernel tap), slot
+ *               table publication (tables.c), statistics readers
+ *   worker k:   RX queue k and TX queue k of the port (tx.c), store k, its
+ *               IP reassembly table, its counters, its backlog
  *
- * Messages between them are sl_msg objects from one mempool, moved through
+ * Layers, each calling only those below it:
+ *
+ *   worker.c   the loop: RX burst, prefetch, run conversations, flush
+ *     net.c      classify a packet (ARP, ICMP, IPv4, fragments, UDP);
+ *                builds the message of a UDP request, calls nothing above
+ *     handoff.c  messages (pool, origins), rings between cores, backlog
+ *     tx.c       the per-core TX buffer and its flush
+ *   tables.c   the slot table behind an RCU pointer (main lcore writes)
+ *
+ * Messages between cores are sl_msg objects from one mempool, moved through
  * single-producer single-consumer rte_rings: ring[from][to], where index
  * nworkers stands for the main lcore. Exception packets from all workers go
  * to the main lcore through one multi-producer ring; packets the kernel
@@ -20,6 +30,16 @@
  *   worker0 ------------> worker1 <------------ main
  *           <------------          ------------>
  *            ring[1][0]            ring[k][W] (TCP replies)
+ *
+ * Why a TCP request is never lost: the front end admits at most
+ * SL_TCP_INFLIGHT conversations at a time (one per connection, and that
+ * many in all). Each is in exactly one place: a ring, a worker's hands or
+ * one worker's backlog. Every ring holds SL_RING_SIZE - 1 > SL_TCP_INFLIGHT
+ * and every backlog SL_TCP_INFLIGHT, so a TCP message that finds a ring
+ * full (UDP handoffs fill rings between workers) always finds room in its
+ * worker's backlog, and the rings back to the main lcore, which carry only
+ * TCP replies, are never full. UDP requests are dropped and counted when a
+ * ring is full, as any lost datagram: the client retries.
  */
 #ifndef SLUICED_H
 #define SLUICED_H
@@ -37,76 +57,154 @@
 
 #define SL_BURST 32
 #define SL_RING_SIZE 1024
+#define SL_TCP_INFLIGHT 512 /* admission bound, see above */
+_Static_assert(SL_TCP_INFLIGHT < SL_RING_SIZE - 1, "a ring must hold every TCP message");
 #define SL_MAX_IDLE_US                                                                             \
 	1000 /* longest idle sleep: the first request after a quiet spell waits at most this */
 /* longest wait of an idle main lcore in epoll: how long a stop signal
  * delivered to another thread may wait to be seen */
 #define SL_MAIN_WAIT_MS 100
 
-enum sl_origin { SL_ORIGIN_UDP = 0, SL_ORIGIN_TCP = 1 };
+struct sl_worker;
+struct sl_msg;
+
+/* ---- tx.c: the per-core TX buffer ------------------------------------------ */
+
+struct sl_tx {
+	uint16_t port;
+	uint16_t queue;
+	unsigned n;
+	struct sl_core_stats *st;
+	struct rte_mbuf *pk[SL_BURST * 4];
+};
+
+/** Queue @p m for sending (flushing first when the buffer is full). */
+void sl_tx_push(struct sl_tx *tx, struct rte_mbuf *m);
+/** Send what is queued; what the port will not take is freed and counted. */
+void sl_tx_flush(struct sl_tx *tx);
+
+/* ---- handoff.c: messages, origins, rings, backlog ------------------------- */
+
+/*
+ * Where a conversation came from, and so how its reply leaves. A UDP
+ * client and a TCP connection are the two today; a request forwarded from
+ * another node and a replication record are further kinds of the same.
+ */
+struct sl_origin_ops {
+	const char *name;
+	/* must never be dropped: waits in the worker's backlog when a ring
+	 * is full (admission at the origin bounds how many there are) */
+	bool lossless;
+	/* the conversation is done on worker @p w: deliver the reply; the
+	 * message is the origin's from here on */
+	void (*reply)(struct sl_worker *w, struct sl_msg *msg);
+};
 
 /* A request on its way between cores, with where its reply must go. */
 struct sl_msg {
 	struct sl_conv conv;
+	const struct sl_origin_ops *origin;
 	struct rte_mbuf *m; /* UDP: the request packet (input may point into it) */
 	char *heap_in;      /* input copied out of a chained mbuf or a socket */
 	uint32_t heap_cap;
-	uint8_t origin;
-	/* UDP reply addressing, taken from the request */
-	struct rte_ether_addr peer_mac;
-	uint32_t peer_ip;   /* network order */
-	uint16_t peer_port; /* network order */
-	uint16_t frame_id;
-	/* TCP: which connection (slot and generation, to spot reuse) */
-	uint32_t conn;
-	uint32_t conn_gen;
+	union {
+		struct { /* UDP reply addressing, from the request */
+			struct rte_ether_addr peer_mac;
+			uint32_t peer_ip;   /* network order */
+			uint16_t peer_port; /* network order */
+			uint16_t frame_id;
+		} udp;
+		struct { /* which connection (slot and generation, to spot reuse) */
+			uint32_t conn;
+			uint32_t gen;
+		} tcp;
+	};
 };
 
-struct sl_config {
-	uint16_t port;
-	int exc_port; /* -1: no exception path */
-	char exc_netns[64];
-	uint32_t ip; /* network order */
-	uint8_t prefix;
-	uint16_t udp_port;
-	char tcp_host[64];
-	uint16_t tcp_port;
-	bool tcp_on;
-	size_t mem_mib;
-	unsigned workers;
-	size_t max_item;
-	bool busy_poll; /* workers never sleep when idle (dedicated cores) */
-	bool verbose;
-};
-
-struct sl_worker {
-	unsigned idx;
-	unsigned lcore;
-	struct sl_exec ex;
-	struct rte_ip_frag_tbl *frag;
-	struct rte_ip_frag_death_row dr;
-	struct rte_mbuf *tx[SL_BURST * 4];
-	unsigned ntx;
-	uint32_t now;   /* unix seconds, read once per loop iteration */
-	uint16_t ip_id; /* IPv4 id of the next datagram sent */
-} __rte_cache_aligned;
-
-struct sl_app {
-	struct sl_config cfg;
-	struct rte_ether_addr mac;
-	struct rte_mempool *pktpool;
+struct sl_handoff {
+	unsigned nworkers; /* ring index nworkers is the main lcore */
 	struct rte_mempool *msgpool;
 	struct rte_ring *ring[SL_MAX_WORKERS + 1][SL_MAX_WORKERS + 1];
-	struct rte_ring *exc_ring;  /* workers -> main: packets for the kernel */
-	struct rte_ring *wire_ring; /* main -> worker 0: what the kernel sends out */
-	struct sl_worker workers[SL_MAX_WORKERS];
-	struct sl_node node;
-	struct sl_slot_map map;
-	struct sl_core_stats main_st; /* main lcore's own counters */
-	volatile bool quit;
 };
 
-extern struct sl_app *sl_app;
+/* Lossless messages that found their ring full, retried every loop. */
+struct sl_backlog {
+	unsigned n;
+	struct sl_msg *m[SL_TCP_INFLIGHT];
+	uint16_t to[SL_TCP_INFLIGHT];
+};
+
+/** Create the pool and rings for @p nworkers workers and the main lcore. */
+int sl_handoff_init(struct sl_handoff *h, unsigned nworkers);
+/** Shut down: every message still in a ring goes back to the pool, and
+ *  every pooled message gives up its buffers. */
+void sl_handoff_fini(struct sl_handoff *h);
+/** A fresh message, or NULL when the pool is empty. */
+struct sl_msg *sl_msg_get(struct sl_handoff *h);
+/** Give a message back (its packet freed, a huge reply buffer released). */
+void sl_msg_put(struct sl_handoff *h, struct sl_msg *msg);
+/** Enqueue @p msg on ring[from][to]; false when the ring is full. */
+bool sl_handoff_send(struct sl_handoff *h, unsigned from, unsigned to, struct sl_msg *msg);
+/**
+ * Worker @p w passes @p msg to core @p to (nworkers: the main lcore): the
+ * ring, else the backlog for a lossless origin, else dropped and counted.
+ */
+void sl_handoff_pass(struct sl_worker *w, unsigned to, struct sl_msg *msg);
+/** Retry worker @p w's backlog; returns how many left it. */
+unsigned sl_backlog_retry(struct sl_worker *w);
+
+/* ---- tables.c: the slot table behind an RCU pointer ----------------------- */
+
+#define SL_TABLES_RETIRED 64
+
+struct sl_tables {
+	const struct sl_table *cur; /* read with sl_tables_current */
+	struct {
+		struct sl_table *t;
+		uint64_t token;
+	} retired[SL_TABLES_RETIRED];
+	unsigned nretired;
+	uint64_t published;
+};
+
+/** The table to route by; a worker reads it between bursts only. */
+static inline const struct sl_table *sl_tables_current(const struct sl_tables *ts)
+{
+	return __atomic_load_n(&ts->cur, __ATOMIC_ACQUIRE);
+}
+
+/**
+ * Main lcore: publish @p t (sealed, from sl_table_alloc, with an epoch
+ * above the current one); the one it replaces is freed once every worker
+ * has passed a quiescent state (sl_tables_reclaim). Never waits for them.
+ * @return 0, -ESTALE for an epoch not above the current one, -EINVAL for
+ *         a table that does not seal, -EBUSY when too many old tables are
+ *         still waiting for their grace period (try again later).
+ */
+int sl_tables_publish(struct sl_tables *ts, struct sl_table *t);
+/** Free the retired tables no worker can still be reading. */
+void sl_tables_reclaim(struct sl_tables *ts);
+/** Free everything (workers stopped). */
+void sl_tables_fini(struct sl_tables *ts);
+struct sl_table *sl_table_alloc(void);
+void sl_table_free(struct sl_table *t);
+
+/* ---- net.c: packets --------------------------------------------------------- */
+
+/* What the network layer of every worker shares, read-only once running. */
+struct sl_net {
+	uint16_t port;
+	int exc_port; /* -1: no exception path */
+	uint32_t ip;  /* network order */
+	uint16_t udp_port;
+	struct rte_ether_addr mac;
+	struct rte_mempool *pktpool;
+	struct rte_ring *exc_ring;  /* workers -> main: packets for the kernel */
+	struct rte_ring *wire_ring; /* main -> worker 0: what the kernel sends out */
+	struct sl_handoff *ho;
+};
+
+extern const struct sl_origin_ops sl_udp_origin;
 
 /*
  * What the worker's burst pre-pass learns of a packet with just enough
@@ -126,27 +224,116 @@ struct sl_peek {
 	uint8_t pf; /* what the item prefetch step returned (SL_PF_*) */
 };
 
-/* net.c: packets. @p pk: what the pre-pass learnt of @p m, or NULL. A
- * datagram of exactly "get <key>\r\n" whose key is this worker's is answered
- * in its own mbuf (sl_exec_get1), without a conversation. */
-int sl_net_handle(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m, uint64_t tsc,
-                  const struct sl_peek *pk);
-void sl_net_send_reply(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg);
-void sl_worker_tx(struct sl_app *a, struct sl_worker *w, struct rte_mbuf *m);
-void sl_worker_tx_flush(struct sl_app *a, struct sl_worker *w);
+/**
+ * Classify and handle packet @p m on worker @p w. @p pk: what the
+ * pre-pass learnt of it, or NULL. ARP, ICMP echo and what goes to the
+ * kernel are dealt with here; a datagram of exactly "get <key>\r\n" whose
+ * key is this worker's is answered in its own mbuf (sl_exec_get1).
+ * @return a memcached request's message, for the caller to run, or NULL
+ *         when the packet needs nothing more.
+ */
+struct sl_msg *sl_net_handle(struct sl_worker *w, struct rte_mbuf *m, uint64_t tsc,
+                             const struct sl_peek *pk);
 
-/* worker.c */
+/* ---- worker.c --------------------------------------------------------------- */
+
+struct sl_worker {
+	unsigned idx;
+	unsigned lcore;
+	struct sl_exec ex;
+	const struct sl_net *net;
+	struct sl_handoff *ho;
+	const struct sl_tables *tables;
+	const volatile bool *quit;
+	bool busy_poll; /* never sleep when idle (a dedicated core) */
+	struct rte_ip_frag_tbl *frag;
+	struct rte_ip_frag_death_row dr;
+	struct sl_tx tx;
+	uint32_t now;   /* unix seconds, read once per loop iteration */
+	uint16_t ip_id; /* IPv4 id of the next datagram sent */
+	struct sl_backlog backlog;
+} __rte_cache_aligned;
+
 int sl_worker_main(void *arg);
-void sl_msg_done(struct sl_app *a, struct sl_msg *msg);
-void sl_msg_run(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg);
+/** Run @p msg's conversation on @p w as far as this core can take it. */
+void sl_msg_run(struct sl_worker *w, struct sl_msg *msg);
 uint32_t sl_now(void);
 
-/* tcp.c: the compat front end on the main lcore */
-int sl_tcp_init(struct sl_app *a);
-/* Serve the TCP front end; when it has nothing in flight, wait up to
- * @p wait_ms for a socket event first (0: just look). Returns whether it
- * waited. */
-bool sl_tcp_poll(struct sl_app *a, bool *busy, int wait_ms);
-void sl_tcp_fini(struct sl_app *a);
+/* ---- loop.c: the main lcore's descriptor loop ------------------------------ */
+
+/*
+ * A file descriptor and what to do when it is ready. The handler object
+ * lives as long as the registration (its address is the epoll cookie).
+ */
+struct sl_fd_handler {
+	void (*ready)(struct sl_fd_handler *h, uint32_t events);
+};
+
+/* Work the loop does every turn, with no descriptor to announce it (rings
+ * from the workers, the exception port, table reclamation). Returns
+ * whether it did anything; sets *no_wait when the loop must not block in
+ * epoll (work will come by ring meanwhile). */
+struct sl_poller {
+	bool (*poll)(struct sl_poller *p, bool *no_wait);
+	struct sl_poller *next;
+};
+
+struct sl_loop {
+	int epfd;
+	struct sl_poller *pollers;
+	bool can_block; /* no poller needs the loop awake (e.g. a DPDK port) */
+};
+
+int sl_loop_init(struct sl_loop *l);
+void sl_loop_fini(struct sl_loop *l);
+int sl_loop_add(struct sl_loop *l, int fd, uint32_t events, struct sl_fd_handler *h);
+int sl_loop_mod(struct sl_loop *l, int fd, uint32_t events, struct sl_fd_handler *h);
+void sl_loop_del(struct sl_loop *l, int fd);
+void sl_loop_add_poller(struct sl_loop *l, struct sl_poller *p);
+/** One turn: ready descriptors (waiting up to @p wait_ms when no poller
+ *  objects), then every poller. Returns whether anything was done. */
+bool sl_loop_turn(struct sl_loop *l, int wait_ms, bool *waited);
+
+/* ---- tcp.c: the compat front end on the main lcore ------------------------- */
+
+struct sl_conn;
+struct sl_tcp_listener {
+	struct sl_fd_handler h;
+	struct sl_tcp *tcp;
+	int fd;
+};
+
+struct sl_tcp {
+	struct sl_loop *loop;
+	struct sl_handoff *ho;
+	struct sl_node *node;
+	struct sl_core_stats *st; /* the main lcore's counters */
+	size_t max_item;
+	struct sl_tcp_listener lis[2];
+	unsigned nlisten;
+	struct sl_conn **conns; /* by slot; NULL where free */
+	unsigned nconns;
+	uint32_t next_gen;
+	unsigned rr;
+	unsigned nstalled; /* connections waiting for a message, ring room or memory */
+	unsigned inflight; /* conversations with the workers (<= SL_TCP_INFLIGHT) */
+	struct sl_poller poller;
+};
+
+extern const struct sl_origin_ops sl_tcp_origin;
+
+struct sl_tcp_conf {
+	bool on; /* the extra listener (--tcp) */
+	char host[64];
+	uint16_t port;
+	const char *exc_netns; /* NULL: no listener in the exception netns */
+	uint32_t exc_ip;
+	uint16_t exc_port;
+};
+
+int sl_tcp_init(struct sl_tcp *t, const struct sl_tcp_conf *c, struct sl_loop *loop,
+                struct sl_handoff *ho, struct sl_node *node, struct sl_core_stats *st,
+                size_t max_item);
+void sl_tcp_fini(struct sl_tcp *t);
 
 #endif

@@ -3,9 +3,10 @@
  * each packet, take conversations other cores handed over, flush TX, and
  * back off when idle so that an idle node costs almost no CPU.
  *
- * A handoff that finds the ring full: a UDP request is dropped and counted
- * (the client retries, as with any lost datagram); a TCP request must not
- * be lost, so it waits in a per-worker backlog and is retried every loop.
+ * Everything a worker touches hangs off its struct sl_worker: its queues,
+ * its store, its backlog, and read-only pointers to what the node shares
+ * (the network set-up, the rings, the slot table). The slot table is
+ * loaded once per iteration, after the quiescent report (see tables.c).
  */
 #include <string.h>
 #include <time.h>
@@ -22,8 +23,7 @@
 
 /* Fill @p pk for @p m, a packet that worker @p w received (see struct
  * sl_peek; ih and pf are set later, by the prefetch steps). */
-static void peek_key(const struct sl_app *a, const struct sl_worker *w, struct rte_mbuf *m,
-                     struct sl_peek *pk)
+static void peek_key(const struct sl_worker *w, struct rte_mbuf *m, struct sl_peek *pk)
 {
 	const size_t hdr = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) +
 	                   sizeof(struct rte_udp_hdr) + SL_FRAME_LEN;
@@ -34,7 +34,7 @@ static void peek_key(const struct sl_app *a, const struct sl_worker *w, struct r
 	const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)(eth + 1);
 	const struct rte_udp_hdr *udp = (const struct rte_udp_hdr *)(ip + 1);
 	if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) || ip->version_ihl != 0x45 ||
-	    ip->next_proto_id != IPPROTO_UDP || udp->dst_port != rte_cpu_to_be_16(a->cfg.udp_port))
+	    ip->next_proto_id != IPPROTO_UDP || udp->dst_port != rte_cpu_to_be_16(w->net->udp_port))
 		return;
 	const char *p = rte_pktmbuf_mtod_offset(m, const char *, hdr);
 	/* the datagram's own length: a frame may carry Ethernet padding */
@@ -44,7 +44,7 @@ static void peek_key(const struct sl_app *a, const struct sl_worker *w, struct r
 	pk->klen = (uint32_t)sl_peek_key(p, len, &pk->get1);
 	if (pk->klen) {
 		pk->hash = sl_key_hash(p + SL_PEEK_KEY_OFF, pk->klen);
-		pk->mine = sl_slot_owner(&a->map, pk->hash) == w->idx;
+		pk->mine = sl_slot_owner(w->ex.table, pk->hash) == w->idx;
 	}
 }
 
@@ -66,14 +66,6 @@ static void peek_key(const struct sl_app *a, const struct sl_worker *w, struct r
  * whole DRAM miss; 2 to 5 were alike. */
 #define CHAIN_AHEAD 4
 
-struct backlog {
-	struct sl_msg *m[SL_RING_SIZE];
-	unsigned to[SL_RING_SIZE];
-	unsigned n;
-};
-
-static __thread struct backlog blog;
-
 uint32_t sl_now(void)
 {
 	struct timespec ts;
@@ -81,89 +73,43 @@ uint32_t sl_now(void)
 	return (uint32_t)ts.tv_sec;
 }
 
-static void msg_put(struct sl_app *a, struct sl_msg *msg)
-{
-	if (msg->m) {
-		rte_pktmbuf_free(msg->m);
-		msg->m = NULL;
-	}
-	/* do not let one huge reply pin memory in the pool forever */
-	if (msg->conv.out.cap > (1u << 20))
-		sl_buf_release(&msg->conv.out);
-	rte_mempool_put(a->msgpool, msg);
-}
-
-static bool send_to(struct sl_app *a, struct sl_worker *w, unsigned to, struct sl_msg *msg)
-{
-	return rte_ring_sp_enqueue(a->ring[w->idx][to], msg) == 0;
-}
-
-void sl_msg_done(struct sl_app *a, struct sl_msg *msg)
-{
-	msg_put(a, msg);
-}
-
-void sl_msg_run(struct sl_app *a, struct sl_worker *w, struct sl_msg *msg)
+void sl_msg_run(struct sl_worker *w, struct sl_msg *msg)
 {
 	unsigned to = 0;
-	if (sl_exec_run(&w->ex, &msg->conv, w->now, &to) == SL_EXEC_FORWARD) {
-		if (send_to(a, w, to, msg)) {
-			w->ex.st.handoffs_out++;
-			return;
-		}
-		if (msg->origin == SL_ORIGIN_TCP && blog.n < SL_RING_SIZE) {
-			blog.m[blog.n] = msg;
-			blog.to[blog.n++] = to;
-			return;
-		}
-		w->ex.st.drops[SL_DROP_handoff_full]++;
-		msg_put(a, msg);
+	enum sl_exec_status st;
+	while ((st = sl_exec_run(&w->ex, &msg->conv, w->now, &to)) == SL_EXEC_REMOTE) {
+		/* another node's slot: answered here until nodes forward to
+		 * each other over the cluster port */
+		w->ex.st.not_served++;
+		sl_exec_skip(&w->ex, &msg->conv, "SERVER_ERROR key's slot is not served by this node");
+	}
+	if (st == SL_EXEC_FORWARD) {
+		sl_handoff_pass(w, to, msg);
 		return;
 	}
-	if (msg->origin == SL_ORIGIN_UDP) {
-		sl_net_send_reply(a, w, msg);
-		msg_put(a, msg);
-		return;
-	}
-	/* TCP: the main lcore writes the reply to the socket */
-	unsigned main_idx = a->node.nworkers;
-	if (!send_to(a, w, main_idx, msg)) {
-		blog.m[blog.n] = msg;
-		blog.to[blog.n++] = main_idx;
-	}
-}
-
-static unsigned retry_backlog(struct sl_app *a, struct sl_worker *w)
-{
-	unsigned keep = 0, n = blog.n;
-	for (unsigned i = 0; i < n; i++) {
-		if (send_to(a, w, blog.to[i], blog.m[i]))
-			continue;
-		blog.m[keep] = blog.m[i];
-		blog.to[keep++] = blog.to[i];
-	}
-	blog.n = keep;
-	return n - keep;
+	msg->origin->reply(w, msg);
 }
 
 int sl_worker_main(void *arg)
 {
 	struct sl_worker *w = arg;
-	struct sl_app *a = sl_app;
+	const struct sl_net *net = w->net;
 	struct rte_mbuf *pkts[SL_BURST];
 	struct sl_msg *msgs[SL_BURST];
-	unsigned nsrc = a->node.nworkers + 1;
+	unsigned nsrc = w->ho->nworkers + 1;
 	uint64_t idle_since = 0, hz = rte_get_tsc_hz();
 	unsigned sleep_us = 1;
 
 	sl_guard_enter(w->idx);
-	while (!a->quit) {
-		/* between bursts: nothing of the port's is held here */
+	while (!*w->quit) {
+		/* between bursts: nothing of the port's is held here, nor any
+		 * slot table; then the table for this iteration */
 		sl_guard_quiescent(w->idx);
+		w->ex.table = sl_tables_current(w->tables);
 		uint64_t tsc = rte_rdtsc();
 		unsigned work = 0;
 		w->now = sl_now(); /* one clock read per iteration, not per request */
-		uint16_t n = rte_eth_rx_burst(a->cfg.port, (uint16_t)w->idx, pkts, SL_BURST);
+		uint16_t n = rte_eth_rx_burst(net->port, (uint16_t)w->idx, pkts, SL_BURST);
 		/* Overlap the index and item misses of the burst: every
 		 * bucket is prefetched first (one line each), then the items
 		 * of packet i + ITEM_AHEAD while packet i is processed, so
@@ -174,7 +120,7 @@ int sl_worker_main(void *arg)
 		 * once). */
 		struct sl_peek pk[SL_BURST];
 		for (uint16_t i = 0; i < n; i++) {
-			peek_key(a, w, pkts[i], &pk[i]);
+			peek_key(w, pkts[i], &pk[i]);
 			if (pk[i].mine) {
 				pk[i].ih = sl_store_index_hash(w->ex.store, pk[i].hash);
 				sl_store_prefetch_bucket(w->ex.store, pk[i].ih);
@@ -191,32 +137,34 @@ int sl_worker_main(void *arg)
 				continue;
 			if (i + 1 < n)
 				rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void *));
-			sl_net_handle(a, w, pkts[i], tsc, &pk[i]);
+			struct sl_msg *msg = sl_net_handle(w, pkts[i], tsc, &pk[i]);
+			if (msg)
+				sl_msg_run(w, msg);
 		}
 		work += n;
 		for (unsigned src = 0; src < nsrc; src++) {
 			if (src == w->idx)
 				continue;
-			unsigned k = rte_ring_sc_dequeue_burst(a->ring[src][w->idx], (void **)msgs,
-			                                       SL_BURST, NULL);
+			unsigned k = rte_ring_sc_dequeue_burst(w->ho->ring[src][w->idx],
+			                                       (void **)msgs, SL_BURST, NULL);
 			for (unsigned i = 0; i < k; i++) {
 				w->ex.st.handoffs_in++;
-				sl_msg_run(a, w, msgs[i]);
+				sl_msg_run(w, msgs[i]);
 			}
 			work += k;
 		}
-		if (blog.n)
-			work += retry_backlog(a, w);
-		if (w->idx == 0) {
+		if (w->backlog.n)
+			work += sl_backlog_retry(w);
+		if (w->idx == 0 && net->wire_ring) {
 			/* what the kernel behind the exception path sends */
 			unsigned k =
-			    rte_ring_sc_dequeue_burst(a->wire_ring, (void **)pkts, SL_BURST, NULL);
+			    rte_ring_sc_dequeue_burst(net->wire_ring, (void **)pkts, SL_BURST, NULL);
 			for (unsigned i = 0; i < k; i++)
-				sl_worker_tx(a, w, pkts[i]);
+				sl_tx_push(&w->tx, pkts[i]);
 			work += k;
 		}
-		if (w->ntx)
-			sl_worker_tx_flush(a, w);
+		if (w->tx.n)
+			sl_tx_flush(&w->tx);
 		rte_ip_frag_free_death_row(&w->dr, 3);
 		/*
 		 * Reclaim expired/flushed items in a bounded step per
@@ -247,7 +195,7 @@ int sl_worker_main(void *arg)
 		if (!idle_since)
 			idle_since = tsc;
 		uint64_t idle_us = (tsc - idle_since) * 1000000 / hz;
-		if (idle_us < 200 || a->cfg.busy_poll) {
+		if (idle_us < 200 || w->busy_poll) {
 			rte_pause();
 			continue;
 		}
@@ -258,10 +206,10 @@ int sl_worker_main(void *arg)
 		if (idle_us >= 10000 && sleep_us < SL_MAX_IDLE_US)
 			sleep_us *= 2;
 	}
-	sl_worker_tx_flush(a, w);
+	sl_tx_flush(&w->tx);
 	sl_guard_leave(w->idx);
-	for (unsigned i = 0; i < blog.n; i++)
-		msg_put(a, blog.m[i]);
-	blog.n = 0;
+	for (unsigned i = 0; i < w->backlog.n; i++)
+		sl_msg_put(w->ho, w->backlog.m[i]);
+	w->backlog.n = 0;
 	return 0;
 }

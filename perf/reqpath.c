@@ -28,18 +28,18 @@ int main(int argc, char **argv)
 		return 2;
 	bool get = strcmp(argv[1], "set") != 0, get1 = !strcmp(argv[1], "get1");
 	long n = atol(argv[2]);
-	static struct sl_slot_map map;
+	static struct sl_table map;
 	static struct sl_node node;
 	static struct sl_exec ex;
 	static struct sl_conv conv;
-	sl_slot_map_init(&map, 1);
+	sl_table_init_local(&map, 1, 0, 1);
 	node.nworkers = 1;
-	node.map = &map;
 	node.max_item = 1 << 20;
 	struct sl_store_conf sc = {
 	    .mem_limit = 64u << 20, .max_item_size = 1 << 20, .arena = SL_STORE_NEW_ARENA};
 	ex.store = sl_store_create(&sc);
 	ex.node = &node;
+	ex.table = &map;
 	node.cores[0] = &ex;
 	static char reqs[KEYS][128];
 	static uint32_t lens[KEYS];

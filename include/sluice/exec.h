@@ -128,7 +128,11 @@ extern const char *const sl_drop_names[SL_DROP__COUNT];
 	X(arp_replies)                                                                             \
 	X(icmp_replies)                                                                            \
 	X(exception_pkts)                                                                          \
-	X(idle_sleeps)
+	X(idle_sleeps)                                                                             \
+	X(reply_oom)                                                                               \
+	X(not_served)                                                                              \
+	X(backlog_waits)                                                                           \
+	X(tcp_admission_waits)
 
 struct sl_core_stats {
 #define X(n) uint64_t n;
@@ -143,19 +147,21 @@ struct sl_exec;
 struct sl_node {
 	unsigned nworkers;
 	struct sl_exec *cores[SL_MAX_WORKERS];
-	const struct sl_slot_map *map;
 	uint32_t started; /* unix seconds */
 	size_t mem_limit; /* whole node, bytes */
 	size_t max_item;
 	uint16_t udp_port;
 	uint16_t tcp_port;
 	uint32_t verbosity;
+	/* the epoch of the table the main lcore published last (for stats) */
+	uint64_t epoch;
 	/* counters of the main lcore (TCP front end, exception path), summed
 	 * with the workers' */
 	const struct sl_core_stats *main_st;
 	/* connection counters of the TCP front end (written by it alone) */
 	uint64_t curr_connections;
 	uint64_t total_connections;
+	uint64_t tcp_inflight; /* conversations of TCP clients with the workers */
 };
 
 /** One core's execution context. */
@@ -163,6 +169,9 @@ struct sl_exec {
 	unsigned core;
 	struct sl_store *store;
 	struct sl_node *node;
+	/* the slot table this core routes by: refreshed by its worker between
+	 * bursts (RCU), never changed under a running conversation step */
+	const struct sl_table *table;
 	struct sl_core_stats st;
 };
 
@@ -176,6 +185,8 @@ struct sl_conv {
 	uint32_t hint_len;   /* and the key's length */
 	uint64_t hint_hash;
 	uint32_t mark;   /* out.len when the current request started */
+	uint64_t epoch;  /* table epoch it was last routed by (0: not yet) */
+	bool remote;     /* SL_EXEC_REMOTE: the key is another node's */
 	bool in_request; /* a get/broadcast is part done */
 	bool close;      /* quit, or junk that ends a TCP connection */
 	bool udp;        /* datagram transport (no partial requests) */
@@ -185,6 +196,8 @@ struct sl_conv {
 enum sl_exec_status {
 	SL_EXEC_DONE = 0,    /* all input consumed; out holds the reply */
 	SL_EXEC_FORWARD = 1, /* *to_core must continue */
+	SL_EXEC_REMOTE = 2,  /* the next key is node *to_core's: forward the
+	                      * conversation there, or sl_exec_skip it */
 };
 
 /** Reset a conversation for new input (keeps the reply buffer's memory). */
@@ -224,6 +237,14 @@ enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t 
  */
 int sl_exec_get1(struct sl_exec *ex, const char *key, size_t klen, uint64_t ih, unsigned hint,
                  uint32_t req_len, uint32_t now, char *out, size_t cap);
+
+/**
+ * Answer the request the conversation stopped at with @p line (an error:
+ * it replaces whatever that request had written) and move past it; then
+ * sl_exec_run goes on with the next. For SL_EXEC_REMOTE where the request
+ * cannot be forwarded.
+ */
+void sl_exec_skip(struct sl_exec *ex, struct sl_conv *c, const char *line);
 
 /** Sum of the per-core counters of a node (racy reads, by design). */
 void sl_node_sum(const struct sl_node *n, struct sl_core_stats *sum);

@@ -1,31 +1,54 @@
 /*
- * Keys, slots and owner cores.
+ * Keys, slots and the slot table.
  *
  * Every request's key is hashed exactly once, with XXH3-64 (seed 0), where
  * the request is parsed; the 64-bit hash then travels with the request (the
  * store hashes stored keys again only when it splits an index bucket, as
- * items do not keep their hash). The slot is
- * h % 16384, Redis Cluster's slot count: the unit of ownership, replication
- * and migration. Inside a node each slot belongs to one worker core, recorded
- * in a slot map (one byte per slot, 16 KiB, read-only on the data path):
+ * items do not keep their hash). The slot is h % 16384, Redis Cluster's
+ * slot count: the unit of ownership, replication and migration.
  *
- *     hash(key) --%16384--> slot --map[slot]--> owner core
+ * The slot table says, for every slot, which node owns it, which of that
+ * node's worker cores, and in what state the slot is here; one epoch
+ * stands for the whole table and grows with every change of ownership. A
+ * published table is never changed: a new one is built, checked and
+ * swapped in whole (by the node's main lcore, behind an RCU pointer: see
+ * dataplane/table.c), so a reader always sees one consistent epoch.
  *
- *     map:  +----+----+----+----+-- ... --+----+
- *           | c0 | c1 | c0 | c1 |         | c1 |   16384 bytes
- *           +----+----+----+----+-- ... --+----+
+ *     hash(key) --%16384--> slot --core[slot]--> owner core here, or
+ *                                                SL_CORE_ELSEWHERE
  *
- * The default map deals slots round-robin to the workers so that each core
- * owns an equal, interleaved share; the cluster controller replaces it later.
+ *     struct sl_table (81,936 bytes, one allocation):
+ *     +--------+------+----------+-----------------+-----------------+----------------+
+ *     | epoch  | self | nworkers | core[16384]     | state[16384]    | node[16384]    |
+ *     | u64    | u16  | u16      | u8: owner core  | u8: SL_SLOT_*   | u16: owner     |
+ *     |        |      | (+pad)   | here, or 0xff   |                 | node id        |
+ *     +--------+------+----------+-----------------+-----------------+----------------+
+ *
+ * core[] is what the data path reads, one byte per request (16 KiB, stays
+ * in cache); it is derived from state[] and node[] by sl_table_seal, so
+ * that it never disagrees with them. States:
+ *
+ *   SERVING    this node owns the slot and serves it
+ *   MIGRATING  this node owns it and is streaming it to a new owner: it
+ *              still serves it (and will forward its writes)
+ *   IMPORTING  the slot is on its way here: its owner is still the old
+ *              node, so requests go there until the cut-over
+ *   REMOTE     another node owns it
+ *
+ * A node that runs alone has one table, epoch 1, every slot SERVING, dealt
+ * round-robin to its workers so that each core owns an equal, interleaved
+ * share.
  */
 #ifndef SLUICE_SLOT_H
 #define SLUICE_SLOT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define SL_SLOTS 16384u
 #define SL_MAX_WORKERS 64u
+#define SL_CORE_ELSEWHERE 0xffu
 
 /** Hash a key: XXH3-64 with seed 0. The only place keys are hashed. */
 uint64_t sl_key_hash(const void *key, size_t len);
@@ -36,21 +59,42 @@ static inline uint16_t sl_slot_of(uint64_t h)
 	return (uint16_t)(h % SL_SLOTS);
 }
 
-/** Which worker core owns each slot. */
-struct sl_slot_map {
-	uint8_t owner[SL_SLOTS];
-	uint32_t nworkers;
+enum sl_slot_state {
+	SL_SLOT_SERVING = 0,
+	SL_SLOT_MIGRATING = 1,
+	SL_SLOT_IMPORTING = 2,
+	SL_SLOT_REMOTE = 3,
+};
+
+struct sl_table {
+	uint64_t epoch;
+	uint16_t self; /* this node's id */
+	uint16_t nworkers;
+	uint8_t core[SL_SLOTS];  /* derived: owner core here, or SL_CORE_ELSEWHERE */
+	uint8_t state[SL_SLOTS]; /* enum sl_slot_state */
+	uint16_t node[SL_SLOTS]; /* owner node */
 };
 
 /**
- * Deal slots round-robin to @p nworkers cores.
+ * A table for a node that runs alone: node @p self owns every slot,
+ * SERVING, dealt round-robin to @p nworkers cores; sealed.
  * @return 0, or -EINVAL when nworkers is 0 or above SL_MAX_WORKERS.
  */
-int sl_slot_map_init(struct sl_slot_map *m, uint32_t nworkers);
+int sl_table_init_local(struct sl_table *t, uint64_t epoch, uint16_t self, unsigned nworkers);
 
-static inline unsigned sl_slot_owner(const struct sl_slot_map *m, uint64_t h)
+/**
+ * Check @p t and derive core[] from state[] and node[]; called once a
+ * table is filled in and before it is published. A slot that is SERVING or
+ * MIGRATING must name this node and a core below nworkers; IMPORTING and
+ * REMOTE must name another node.
+ * @return 0, or -EINVAL (the table must not be published).
+ */
+int sl_table_seal(struct sl_table *t);
+
+/** The core here that owns hash @p h's slot, or SL_CORE_ELSEWHERE. */
+static inline unsigned sl_slot_owner(const struct sl_table *t, uint64_t h)
 {
-	return m->owner[sl_slot_of(h)];
+	return t->core[sl_slot_of(h)];
 }
 
 #endif

@@ -16,16 +16,15 @@
 
 #define MAXI (64 * 1024)
 
-static struct sl_slot_map map;
+static struct sl_table map;
 static struct sl_node node;
 static struct sl_exec cores[2];
 static struct sl_conv conv;
 
 static void setup(void)
 {
-	sl_slot_map_init(&map, 2);
+	sl_table_init_local(&map, 1, 0, 2);
 	node.nworkers = 2;
-	node.map = &map;
 	node.max_item = MAXI;
 	node.mem_limit = 512 * 1024;
 	for (unsigned i = 0; i < 2; i++) {
@@ -36,6 +35,7 @@ static void setup(void)
 		cores[i].store = sl_store_create(&c);
 		if (!cores[i].store)
 			abort();
+		cores[i].table = &map;
 		node.cores[i] = &cores[i];
 	}
 }

@@ -6,7 +6,7 @@
 
 #define NOW 1700000000u
 
-static struct sl_slot_map map;
+static struct sl_table map;
 static struct sl_node node;
 static struct sl_exec cores[4];
 static struct sl_conv conv;
@@ -14,9 +14,8 @@ static struct sl_conv conv;
 static void make(unsigned n)
 {
 	memset(&node, 0, sizeof(node));
-	sl_slot_map_init(&map, n);
+	sl_table_init_local(&map, 1, 0, n);
 	node.nworkers = n;
-	node.map = &map;
 	node.max_item = 1024 * 1024;
 	node.mem_limit = 8u << 20;
 	for (unsigned i = 0; i < n; i++) {
@@ -28,6 +27,7 @@ static void make(unsigned n)
 		cores[i].node = &node;
 		cores[i].store = sl_store_create(&c);
 		cr_assert_not_null(cores[i].store);
+		cores[i].table = &map;
 		node.cores[i] = &cores[i];
 	}
 }
@@ -621,4 +621,40 @@ Test(handoff, expiry_and_eviction_report_once_each)
 	cr_assert_eq(after - before, 2);
 	cr_assert_eq(seen.n, 2);
 	cr_assert_eq(seen.by_kind[SL_CHANGE_EXPIRE], 2);
+}
+
+/* A key whose slot is another node's stops the conversation with
+ * SL_EXEC_REMOTE, naming that node and the epoch it was routed by; skipped,
+ * the request gets the error line and the next request runs. */
+Test(handoff, remote_slot_stops_with_its_node_and_epoch)
+{
+	static struct sl_table t;
+	cr_assert_eq(sl_table_init_local(&t, 42, 0, node.nworkers), 0);
+	uint64_t h = sl_key_hash("far", 3);
+	t.state[sl_slot_of(h)] = SL_SLOT_REMOTE;
+	t.node[sl_slot_of(h)] = 5;
+	cr_assert_eq(sl_table_seal(&t), 0);
+	for (unsigned i = 0; i < node.nworkers; i++)
+		cores[i].table = &t;
+	static char in[] = "set near 0 0 1\r\na\r\nget near far\r\nmn\r\n";
+	sl_conv_reset(&conv, in, (uint32_t)strlen(in), false);
+	unsigned at = 0, to = 0, remote = 0;
+	enum sl_exec_status st;
+	while ((st = sl_exec_run(&cores[at], &conv, NOW, &to)) != SL_EXEC_DONE) {
+		if (st == SL_EXEC_REMOTE) {
+			cr_assert_eq(to, 5);
+			cr_assert_eq(conv.epoch, 42);
+			remote++;
+			sl_exec_skip(&cores[at], &conv, "SERVER_ERROR not served here");
+			continue;
+		}
+		at = to;
+	}
+	cr_assert_eq(remote, 1);
+	cr_assert_eq(conv.out.len, strlen("STORED\r\nSERVER_ERROR not served here\r\nMN\r\n"));
+	cr_assert(memcmp(conv.out.p, "STORED\r\nSERVER_ERROR not served here\r\nMN\r\n",
+	                 conv.out.len) == 0,
+	          "%.*s", (int)conv.out.len, conv.out.p);
+	for (unsigned i = 0; i < node.nworkers; i++)
+		cores[i].table = &map;
 }

@@ -13,7 +13,7 @@
 
 #define NOW 1700000000u
 
-static struct sl_slot_map map;
+static struct sl_table map;
 static struct sl_node node;
 static struct sl_exec cores[3];
 static struct sl_conv conv;
@@ -23,9 +23,8 @@ static void setup(void)
 	if (!SL_FAULTS_BUILT)
 		cr_skip_test("built without -Dfaults=true");
 	memset(&node, 0, sizeof(node));
-	sl_slot_map_init(&map, 3);
+	sl_table_init_local(&map, 1, 0, 3);
 	node.nworkers = 3;
-	node.map = &map;
 	node.max_item = 1024 * 1024;
 	node.mem_limit = 96u << 20;
 	for (unsigned i = 0; i < 3; i++) {
@@ -37,6 +36,7 @@ static void setup(void)
 		cores[i].node = &node;
 		cores[i].store = sl_store_create(&c);
 		cr_assert_not_null(cores[i].store);
+		cores[i].table = &map;
 		node.cores[i] = &cores[i];
 	}
 }
