@@ -48,6 +48,7 @@ struct sl_config {
 	bool busy_poll; /* workers never sleep when idle (dedicated cores) */
 	bool verbose;
 	unsigned table_swap_ms; /* test builds: publish a new table this often */
+	unsigned tcp_inflight;  /* admission bound of the TCP front end */
 };
 
 /* The node: everything main() sets up, owned by the main lcore. */
@@ -85,8 +86,10 @@ static void usage(const char *prog)
 	        "                          the dataplane address and listen on TCP there\n"
 	        "  --busy-poll             workers poll without ever sleeping when idle\n"
 	        "                          (dedicated cores: no wake-up delay after a lull)\n"
+	        "  --tcp-max-inflight N    TCP conversations with the workers at once, 1-%u\n"
+	        "                          (default %u); more wait, unread, in their sockets\n"
 	        "%s",
-	        prog,
+	        prog, SL_TCP_INFLIGHT, SL_TCP_INFLIGHT,
 	        SL_FAULTS_BUILT ? "  --test-table-swap-ms N  (test builds) publish a new slot table every N ms\n"
 	                        : "");
 }
@@ -136,6 +139,7 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 	    {"exception-port", required_argument, NULL, 'e'},
 	    {"exception-netns", required_argument, NULL, 'n'},
 	    {"busy-poll", no_argument, NULL, 'b'},
+	    {"tcp-max-inflight", required_argument, NULL, 'F'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"test-table-swap-ms", required_argument, NULL, 'S'},
 	    {"help", no_argument, NULL, 'h'},
@@ -242,6 +246,11 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 			break;
 		case 'b':
 			c->busy_poll = true;
+			break;
+		case 'F':
+			if (num_arg("tcp-max-inflight", optarg, 1, SL_TCP_INFLIGHT, &v))
+				return -1;
+			c->tcp_inflight = (unsigned)v;
 			break;
 		case 'v':
 			c->verbose = true;
@@ -589,7 +598,8 @@ int main(int argc, char **argv)
 	                         .exc_netns = c->exc_port >= 0 && c->exc_netns[0] ? c->exc_netns
 	                                                                          : NULL,
 	                         .exc_ip = c->ip,
-	                         .exc_port = c->udp_port};
+	                         .exc_port = c->udp_port,
+	                         .max_inflight = c->tcp_inflight};
 	snprintf(tc.host, sizeof(tc.host), "%s", c->tcp_host);
 	if (sl_tcp_init(&a->tcp, &tc, &a->loop, &a->ho, &a->node, &a->main_st, c->max_item) != 0)
 		rte_exit(EXIT_FAILURE, "cannot start the TCP front end\n");

@@ -57,7 +57,7 @@
 
 #define SL_BURST 32
 #define SL_RING_SIZE 1024
-#define SL_TCP_INFLIGHT 512 /* admission bound, see above */
+#define SL_TCP_INFLIGHT 512 /* admission bound, see above (--tcp-max-inflight lowers it) */
 _Static_assert(SL_TCP_INFLIGHT < SL_RING_SIZE - 1, "a ring must hold every TCP message");
 #define SL_MAX_IDLE_US                                                                             \
 	1000 /* longest idle sleep: the first request after a quiet spell waits at most this */
@@ -316,7 +316,8 @@ struct sl_tcp {
 	uint32_t next_gen;
 	unsigned rr;
 	unsigned nstalled; /* connections waiting for a message, ring room or memory */
-	unsigned inflight; /* conversations with the workers (<= SL_TCP_INFLIGHT) */
+	unsigned inflight; /* conversations with the workers (<= max_inflight) */
+	unsigned max_inflight; /* the admission bound, at most SL_TCP_INFLIGHT */
 	struct sl_poller poller;
 };
 
@@ -329,6 +330,7 @@ struct sl_tcp_conf {
 	const char *exc_netns; /* NULL: no listener in the exception netns */
 	uint32_t exc_ip;
 	uint16_t exc_port;
+	unsigned max_inflight; /* 0: SL_TCP_INFLIGHT */
 };
 
 int sl_tcp_init(struct sl_tcp *t, const struct sl_tcp_conf *c, struct sl_loop *loop,

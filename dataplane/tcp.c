@@ -251,7 +251,7 @@ static bool pump(struct sl_conn *c)
 		return true;
 	}
 	/* admission: the bound every later queue is sized by */
-	if (t->inflight >= SL_TCP_INFLIGHT) {
+	if (t->inflight >= t->max_inflight) {
 		t->st->tcp_admission_waits++;
 		stall(c);
 		return true;
@@ -521,6 +521,8 @@ int sl_tcp_init(struct sl_tcp *t, const struct sl_tcp_conf *c, struct sl_loop *l
 	t->st = st;
 	t->max_item = max_item;
 	t->next_gen = 1;
+	t->max_inflight = c->max_inflight && c->max_inflight < SL_TCP_INFLIGHT ? c->max_inflight
+	                                                                      : SL_TCP_INFLIGHT;
 	if (c->on) {
 		struct in_addr ia;
 		if (inet_pton(AF_INET, c->host, &ia) != 1)

@@ -2,14 +2,18 @@
 # Install, build and run every test of Sluice. This is what CI runs.
 #
 #   unit    Criterion suites per module (build/)
-#   asan    the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   asan    the same under AddressSanitizer + UndefinedBehaviorSanitizer, in
+#           a -Dfaults=true build (allocations fail on demand: the fault
+#           suites run there and skip elsewhere)
 #   fuzz    libFuzzer over parser and executor, FUZZ_SECONDS (default 60)
 #   instructions  callgrind instructions per GET/SET through the request path
 #           must stay within 10% of perf/instructions.baseline
-#   e2e-asan  sluiced built with ASan+UBSan+LSan under the protocol-level
-#           end-to-end tests, and it and sluice-bench's reflector under
-#           memif peers killed mid-load; any sanitizer report in a log fails
-#           the step
+#   e2e-asan  sluiced built with ASan+UBSan+LSan and -Dfaults=true under the
+#           protocol-level end-to-end tests, the fault-injection suite
+#           (operations failing at random, the slot table republished every
+#           millisecond), the overload suite (stop pulses, admission bound),
+#           and it and sluice-bench's reflector under memif peers killed
+#           mid-load; any sanitizer report in a log fails the step
 #   e2e     sluiced on net_tap in network namespaces, driven by pytest:
 #           raw UDP, pymemcache, memccapable, memccp/memccat, php-memcache,
 #           memcaslap -U, a differential run against stock memcached, and
@@ -39,12 +43,12 @@ build_main() {
 }
 build_asan() {
     [[ -f build-asan/build.ninja ]] || meson setup build-asan -Dbuildtype=debug -Db_sanitize=address,undefined \
-        -Db_lundef=false -Ddataplane=disabled -Dwerror=true || return 1
+        -Db_lundef=false -Ddataplane=disabled -Dwerror=true -Dfaults=true || return 1
     ninja -C build-asan
 }
 build_asan_dp() {
     [[ -f build-asan-dp/build.ninja ]] || meson setup build-asan-dp -Dbuildtype=debug \
-        -Db_sanitize=address,undefined -Db_lundef=false || return 1
+        -Db_sanitize=address,undefined -Db_lundef=false -Dfaults=true || return 1
     ninja -C build-asan-dp sluiced perf/sluice-bench
 }
 e2e_asan() {
@@ -52,7 +56,8 @@ e2e_asan() {
     (cd tests/e2e && SLUICE_BUILD="$ROOT/build-asan-dp" SLUICE_LOGDIR="$logs" \
         ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         /usr/bin/python3 -m pytest -q -p no:cacheprovider test_udp.py test_tcp.py \
-        test_differential.py test_clients.py test_ports.py test_peer_churn.py) || return 1
+        test_differential.py test_clients.py test_ports.py test_peer_churn.py test_options.py \
+        test_overload.py test_faults.py) || return 1
     if grep -l -E "ERROR: (Address|Leak)Sanitizer|runtime error" "$logs"/*; then
         grep -h -A20 -E "ERROR: (Address|Leak)Sanitizer|runtime error" "$logs"/* | head -80
         return 1

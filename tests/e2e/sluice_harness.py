@@ -61,7 +61,7 @@ class Node:
     """One sluiced with its namespaces. idx picks 198.18.idx.0/24."""
 
     def __init__(self, idx=1, workers=2, memory=64, tcp_port=None, extra=(), lcores=None,
-                 max_item=None, port="tap", exception=True):
+                 max_item=None, port="tap", exception=True, env=None):
         self.idx = idx
         self.tag = f"{os.getpid() % 10000}{idx}"
         self.cns = f"slc{self.tag}"
@@ -78,6 +78,7 @@ class Node:
         self.max_item = max_item
         self.port = port  # tap | memif (through dpdk-testpmd) | af_packet (veth)
         self.exception = exception  # an exception path (kernel TCP on the dataplane address)
+        self.env = env  # extra environment for sluiced (e.g. SLUICE_FAULTS)
         self.peer_if = f"slv{self.tag}"
         self.sock = f"/run/sluice-memif-{self.tag}.sock"
         self.fwd = None
@@ -115,7 +116,8 @@ class Node:
         if self.max_item:
             cmd += ["--max-item-size", str(self.max_item)]
         self.logf = open(self.log, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT)
+        env = dict(os.environ, **self.env) if self.env else None
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -212,6 +214,13 @@ class Node:
             if own:
                 s.close()
 
+    def rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
     def stats(self):
         s = self.tcp_local()
         try:
@@ -222,6 +231,14 @@ class Node:
     def netns_run(self, *args, timeout=120, **kw):
         return subprocess.run(["ip", "netns", "exec", self.cns] + list(args), capture_output=True,
                               text=True, timeout=timeout, **kw)
+
+
+def faults_built():
+    """Is the sluiced under test a -Dfaults=true build?"""
+    r = subprocess.run([SLUICED, "--no-pci", "--no-huge", "-m", "64", "--file-prefix",
+                        f"slh{os.getpid()}", "--lcores", "0@0", "--log-level", "*:error",
+                        "--", "--help"], capture_output=True, text=True, timeout=60)
+    return "--test-table-swap-ms" in r.stdout + r.stderr
 
 
 def free_tcp_port():
