@@ -72,26 +72,28 @@ static volatile bool *quit_flag;
 
 static void usage(const char *prog)
 {
-	fprintf(stderr,
-	        "usage: %s [EAL options] -- [options]\n"
-	        "  --ip ADDR/PREFIX        dataplane IPv4 address (required)\n"
-	        "  --udp-port N            memcached UDP port (default 11211)\n"
-	        "  --tcp HOST:PORT|off     extra TCP listener (default 127.0.0.1:11211)\n"
-	        "  --memory MiB            item memory, like memcached -m (default 64)\n"
-	        "  --workers N             worker cores (default: all worker lcores)\n"
-	        "  --max-item-size BYTES   largest item (default 1048576)\n"
-	        "  --port N                DPDK port of the dataplane (default 0)\n"
-	        "  --exception-port N      DPDK tap port towards the kernel (TCP, ARP, ...)\n"
-	        "  --exception-netns NAME  move the exception tap into this netns, give it\n"
-	        "                          the dataplane address and listen on TCP there\n"
-	        "  --busy-poll             workers poll without ever sleeping when idle\n"
-	        "                          (dedicated cores: no wake-up delay after a lull)\n"
-	        "  --tcp-max-inflight N    TCP conversations with the workers at once, 1-%u\n"
-	        "                          (default %u); more wait, unread, in their sockets\n"
-	        "%s",
-	        prog, SL_TCP_INFLIGHT, SL_TCP_INFLIGHT,
-	        SL_FAULTS_BUILT ? "  --test-table-swap-ms N  (test builds) publish a new slot table every N ms\n"
-	                        : "");
+	fprintf(
+	    stderr,
+	    "usage: %s [EAL options] -- [options]\n"
+	    "  --ip ADDR/PREFIX        dataplane IPv4 address (required)\n"
+	    "  --udp-port N            memcached UDP port (default 11211)\n"
+	    "  --tcp HOST:PORT|off     extra TCP listener (default 127.0.0.1:11211)\n"
+	    "  --memory MiB            item memory, like memcached -m (default 64)\n"
+	    "  --workers N             worker cores (default: all worker lcores)\n"
+	    "  --max-item-size BYTES   largest item (default 1048576)\n"
+	    "  --port N                DPDK port of the dataplane (default 0)\n"
+	    "  --exception-port N      DPDK tap port towards the kernel (TCP, ARP, ...)\n"
+	    "  --exception-netns NAME  move the exception tap into this netns, give it\n"
+	    "                          the dataplane address and listen on TCP there\n"
+	    "  --busy-poll             workers poll without ever sleeping when idle\n"
+	    "                          (dedicated cores: no wake-up delay after a lull)\n"
+	    "  --tcp-max-inflight N    TCP conversations with the workers at once, 1-%u\n"
+	    "                          (default %u); more wait, unread, in their sockets\n"
+	    "%s",
+	    prog, SL_TCP_INFLIGHT, SL_TCP_INFLIGHT,
+	    SL_FAULTS_BUILT
+	        ? "  --test-table-swap-ms N  (test builds) publish a new slot table every N ms\n"
+	        : "");
 }
 
 /* A whole number in [min, max] for option @p opt, or a message naming it. */
@@ -172,7 +174,8 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 			}
 			struct in_addr ia;
 			if (inet_pton(AF_INET, buf, &ia) != 1) {
-				fprintf(stderr, "sluiced: --ip: '%s' is not an IPv4 address\n", buf);
+				fprintf(stderr, "sluiced: --ip: '%s' is not an IPv4 address\n",
+				        buf);
 				return -1;
 			}
 			c->ip = ia.s_addr;
@@ -257,8 +260,9 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 			break;
 		case 'S':
 			if (!SL_FAULTS_BUILT) {
-				fprintf(stderr, "sluiced: --test-table-swap-ms: only in test builds "
-				                "(meson -Dfaults=true)\n");
+				fprintf(stderr,
+				        "sluiced: --test-table-swap-ms: only in test builds "
+				        "(meson -Dfaults=true)\n");
 				return -1;
 			}
 			if (num_arg("test-table-swap-ms", optarg, 1, 60000, &v))
@@ -532,7 +536,8 @@ int main(int argc, char **argv)
 		net->wire_ring = rte_ring_create("sl_wire", SL_RING_SIZE, (int)rte_socket_id(),
 		                                 RING_F_SP_ENQ | RING_F_SC_DEQ);
 		if (!net->exc_ring || !net->wire_ring)
-			rte_exit(EXIT_FAILURE, "cannot create rings: %s\n", rte_strerror(rte_errno));
+			rte_exit(EXIT_FAILURE, "cannot create rings: %s\n",
+			         rte_strerror(rte_errno));
 	}
 	if (!net->pktpool || sl_handoff_init(&a->ho, W) != 0)
 		rte_exit(EXIT_FAILURE, "cannot create pools: %s\n", rte_strerror(rte_errno));
@@ -595,8 +600,8 @@ int main(int argc, char **argv)
 	inet_ntop(AF_INET, &c->ip, ip, sizeof(ip));
 	struct sl_tcp_conf tc = {.on = c->tcp_on,
 	                         .port = c->tcp_port,
-	                         .exc_netns = c->exc_port >= 0 && c->exc_netns[0] ? c->exc_netns
-	                                                                          : NULL,
+	                         .exc_netns =
+	                             c->exc_port >= 0 && c->exc_netns[0] ? c->exc_netns : NULL,
 	                         .exc_ip = c->ip,
 	                         .exc_port = c->udp_port,
 	                         .max_inflight = c->tcp_inflight};

@@ -86,8 +86,8 @@ static void handle_arp(struct sl_worker *w, struct rte_mbuf *m)
 /* TTL of what sluiced sends (replies, ICMP echo replies) */
 #define REPLY_TTL 64
 
-static void handle_icmp(struct sl_worker *w, struct rte_mbuf *m,
-                        struct rte_ipv4_hdr *ip, uint16_t ihl)
+static void handle_icmp(struct sl_worker *w, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
+                        uint16_t ihl)
 {
 	uint16_t tot = rte_be_to_cpu_16(ip->total_length);
 	struct rte_icmp_hdr *ic = (struct rte_icmp_hdr *)((uint8_t *)ip + ihl);
@@ -123,8 +123,8 @@ struct peer {
 
 /* Write Ethernet, IPv4, UDP and frame headers for a reply datagram of
  * @p chunk reply bytes at @p p; returns where the reply bytes go. */
-static uint8_t *write_headers(struct sl_worker *w, uint8_t *p,
-                              const struct peer *to, const struct sl_frame *f, size_t chunk)
+static uint8_t *write_headers(struct sl_worker *w, uint8_t *p, const struct peer *to,
+                              const struct sl_frame *f, size_t chunk)
 {
 	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
@@ -163,8 +163,8 @@ static uint8_t *write_headers(struct sl_worker *w, uint8_t *p,
  * the reply in place or the reply might not fit one datagram; the general
  * path then runs it.
  */
-static bool answer_in_place(struct sl_worker *w, struct rte_mbuf *m,
-                            const struct peer *to, const struct sl_frame *f, char *in, uint32_t len,
+static bool answer_in_place(struct sl_worker *w, struct rte_mbuf *m, const struct peer *to,
+                            const struct sl_frame *f, char *in, uint32_t len,
                             const struct sl_peek *pk)
 {
 	size_t room = (size_t)m->buf_len - m->data_off;
@@ -185,8 +185,8 @@ static bool answer_in_place(struct sl_worker *w, struct rte_mbuf *m,
 	return true;
 }
 
-static struct sl_msg *handle_udp(struct sl_worker *w, struct rte_mbuf *m,
-                                 struct rte_ipv4_hdr *ip, uint16_t ihl, const struct sl_peek *pk)
+static struct sl_msg *handle_udp(struct sl_worker *w, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
+                                 uint16_t ihl, const struct sl_peek *pk)
 {
 	uint16_t tot = rte_be_to_cpu_16(ip->total_length);
 	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)((uint8_t *)ip + ihl);
@@ -358,7 +358,8 @@ static void udp_reply(struct sl_worker *w, struct sl_msg *msg)
 	struct rte_mbuf *req = msg->m;
 	if (n == 1 && req && req->nb_segs == 1 && rte_mbuf_refcnt_read(req) == 1 &&
 	    RTE_MBUF_DIRECT(req) &&
-	    req->buf_len >= RTE_MIN((uint16_t)RTE_PKTMBUF_HEADROOM, req->buf_len) + HDR_LEN + o->len) {
+	    req->buf_len >=
+	        RTE_MIN((uint16_t)RTE_PKTMBUF_HEADROOM, req->buf_len) + HDR_LEN + o->len) {
 		msg->m = NULL;
 		rte_pktmbuf_reset(req);
 		stack[0] = req;
@@ -380,7 +381,8 @@ static void udp_reply(struct sl_worker *w, struct sl_msg *msg)
 		size_t chunk = o->len - off < SL_UDP_CHUNK ? o->len - off : SL_UDP_CHUNK;
 		struct rte_mbuf *m = ms[i];
 		uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(HDR_LEN + chunk));
-		struct sl_frame f = {.id = msg->udp.frame_id, .seq = (uint16_t)i, .count = (uint16_t)n};
+		struct sl_frame f = {
+		    .id = msg->udp.frame_id, .seq = (uint16_t)i, .count = (uint16_t)n};
 		uint8_t *fr = write_headers(w, p, &to, &f, chunk);
 		memcpy(fr, o->p + off, chunk);
 		w->ex.st.bytes_written += chunk;

@@ -315,8 +315,8 @@ struct sl_tcp {
 	unsigned nconns;
 	uint32_t next_gen;
 	unsigned rr;
-	unsigned nstalled; /* connections waiting for a message, ring room or memory */
-	unsigned inflight; /* conversations with the workers (<= max_inflight) */
+	unsigned nstalled;     /* connections waiting for a message, ring room or memory */
+	unsigned inflight;     /* conversations with the workers (<= max_inflight) */
 	unsigned max_inflight; /* the admission bound, at most SL_TCP_INFLIGHT */
 	struct sl_poller poller;
 };

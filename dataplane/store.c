@@ -626,9 +626,10 @@ void sl_store_free(struct sl_store *s, struct sl_item *it)
 static bool reserve_spares(struct sl_store *s, size_t n)
 {
 	while (s->nspare < n) {
-		struct bucket *b = sl_fault(SL_FAULT_bucket_alloc)
-		                       ? NULL
-		                       : mallocx(sizeof(struct bucket), s->mflags | MALLOCX_ALIGN(64));
+		struct bucket *b =
+		    sl_fault(SL_FAULT_bucket_alloc)
+		        ? NULL
+		        : mallocx(sizeof(struct bucket), s->mflags | MALLOCX_ALIGN(64));
 		if (!b)
 			return false;
 		b->e[0] = (uint64_t)(uintptr_t)s->spare;

@@ -230,8 +230,7 @@ static bool pump(struct sl_conn *c)
 	uint64_t swallow = 0;
 	while (off < c->rbuf.len) {
 		struct sl_req r;
-		if (sl_parse(c->rbuf.p + off, c->rbuf.len - off, t->max_item, &r) ==
-		    SL_PARSE_MORE)
+		if (sl_parse(c->rbuf.p + off, c->rbuf.len - off, t->max_item, &r) == SL_PARSE_MORE)
 			break;
 		off += r.consumed;
 		swallow = r.swallow;
@@ -522,7 +521,7 @@ int sl_tcp_init(struct sl_tcp *t, const struct sl_tcp_conf *c, struct sl_loop *l
 	t->max_item = max_item;
 	t->next_gen = 1;
 	t->max_inflight = c->max_inflight && c->max_inflight < SL_TCP_INFLIGHT ? c->max_inflight
-	                                                                      : SL_TCP_INFLIGHT;
+	                                                                       : SL_TCP_INFLIGHT;
 	if (c->on) {
 		struct in_addr ia;
 		if (inet_pton(AF_INET, c->host, &ia) != 1)

@@ -10,8 +10,8 @@ void sl_tx_flush(struct sl_tx *tx)
 {
 	unsigned sent = 0;
 	for (int tries = 0; sent < tx->n && tries < 16; tries++)
-		sent += rte_eth_tx_burst(tx->port, tx->queue, tx->pk + sent,
-		                         (uint16_t)(tx->n - sent));
+		sent +=
+		    rte_eth_tx_burst(tx->port, tx->queue, tx->pk + sent, (uint16_t)(tx->n - sent));
 	tx->st->tx_packets += sent;
 	if (sent < tx->n) {
 		tx->st->drops[SL_DROP_tx_full] += tx->n - sent;

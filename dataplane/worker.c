@@ -81,7 +81,8 @@ void sl_msg_run(struct sl_worker *w, struct sl_msg *msg)
 		/* another node's slot: answered here until nodes forward to
 		 * each other over the cluster port */
 		w->ex.st.not_served++;
-		sl_exec_skip(&w->ex, &msg->conv, "SERVER_ERROR key's slot is not served by this node");
+		sl_exec_skip(&w->ex, &msg->conv,
+		             "SERVER_ERROR key's slot is not served by this node");
 	}
 	if (st == SL_EXEC_FORWARD) {
 		sl_handoff_pass(w, to, msg);
@@ -157,8 +158,8 @@ int sl_worker_main(void *arg)
 			work += sl_backlog_retry(w);
 		if (w->idx == 0 && net->wire_ring) {
 			/* what the kernel behind the exception path sends */
-			unsigned k =
-			    rte_ring_sc_dequeue_burst(net->wire_ring, (void **)pkts, SL_BURST, NULL);
+			unsigned k = rte_ring_sc_dequeue_burst(net->wire_ring, (void **)pkts,
+			                                       SL_BURST, NULL);
 			for (unsigned i = 0; i < k; i++)
 				sl_tx_push(&w->tx, pkts[i]);
 			work += k;

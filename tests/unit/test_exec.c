@@ -536,8 +536,8 @@ Test(handoff, every_mutation_reports_one_change_with_the_new_state)
 	CHANGES(req, SL_CHANGE_SET, "k", "q");
 	NO_CHANGE(req); /* EXISTS */
 	CHANGES("set num 0 0 2\r\n10\r\n", SL_CHANGE_SET, "num", "10");
-	CHANGES("incr num 5\r\n", SL_CHANGE_SET, "num", "15"); /* in place */
-	CHANGES("decr num 6\r\n", SL_CHANGE_SET, "num", "9 ");  /* memcached pads */
+	CHANGES("incr num 5\r\n", SL_CHANGE_SET, "num", "15");      /* in place */
+	CHANGES("decr num 6\r\n", SL_CHANGE_SET, "num", "9 ");      /* memcached pads */
 	CHANGES("incr num 1000\r\n", SL_CHANGE_SET, "num", "1009"); /* grown */
 	NO_CHANGE("incr nothere 1\r\n");
 	CHANGES("touch k 100\r\n", SL_CHANGE_TTL, "k", "q");

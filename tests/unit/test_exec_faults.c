@@ -98,7 +98,8 @@ Test(faults, sets_without_index_memory_answer_and_keep_what_they_stored)
 			ok++;
 		} else {
 			cr_assert(conv.out.len == 43 &&
-			              memcmp(conv.out.p, "SERVER_ERROR out of memory storing object\r\n",
+			              memcmp(conv.out.p,
+			                     "SERVER_ERROR out of memory storing object\r\n",
 			                     43) == 0,
 			          "set %u answered %.*s", i, (int)conv.out.len, conv.out.p);
 			oom++;
@@ -111,8 +112,10 @@ Test(faults, sets_without_index_memory_answer_and_keep_what_they_stored)
 		int n = snprintf(req, sizeof(req), "get key:%u\r\n", i);
 		run(req, (size_t)n);
 		if (stored[i]) {
-			int w = snprintf(want, sizeof(want), "VALUE key:%u 0 8\r\nv%07u\r\nEND\r\n", i, i);
-			cr_assert(conv.out.len == (size_t)w && memcmp(conv.out.p, want, (size_t)w) == 0,
+			int w = snprintf(want, sizeof(want), "VALUE key:%u 0 8\r\nv%07u\r\nEND\r\n",
+			                 i, i);
+			cr_assert(conv.out.len == (size_t)w &&
+			              memcmp(conv.out.p, want, (size_t)w) == 0,
 			          "key %u lost", i);
 		} else {
 			cr_assert(conv.out.len == 5 && memcmp(conv.out.p, "END\r\n", 5) == 0);
@@ -181,7 +184,8 @@ Test(faults, reply_that_cannot_grow_is_one_error_line)
 		size_t head = len >= 4 && memcmp(p, "MN\r\n", 4) == 0 ? 4 : strlen(mn_err);
 		cr_assert(len >= head && memcmp(p, head == 4 ? "MN\r\n" : mn_err, head) == 0,
 		          "round %u", round);
-		size_t tail = len >= 4 && memcmp(p + len - 4, "MN\r\n", 4) == 0 ? 4 : strlen(mn_err);
+		size_t tail =
+		    len >= 4 && memcmp(p + len - 4, "MN\r\n", 4) == 0 ? 4 : strlen(mn_err);
 		cr_assert(len >= head + tail &&
 		              memcmp(p + len - tail, tail == 4 ? "MN\r\n" : mn_err, tail) == 0,
 		          "round %u", round);
