@@ -21,47 +21,54 @@ Test(sizeclass, same_table_as_default_memcached)
 }
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define RACERS 8
-static pthread_barrier_t go;
+static atomic_int go;
+
+struct racer {
+	unsigned delay; /* spins after the start, so the calls overlap in all ways */
+	unsigned bad;
+};
 
 static void *race(void *arg)
 {
-	(void)arg;
-	pthread_barrier_wait(&go);
-	/* the first calls of the process, all at once */
-	unsigned bad = 0;
+	struct racer *r = arg;
+	while (!atomic_load(&go))
+		;
+	for (volatile unsigned i = 0; i < r->delay; i++)
+		;
+	/* the first calls of the process */
 	for (size_t n = 1; n <= 2048; n += 7)
-		bad += sl_class_of(n) == 0;
-	return (void *)(uintptr_t)bad;
+		r->bad += sl_class_of(n) == 0;
+	return NULL;
 }
 
 /* Workers start together and their first requests ask for size classes at
- * the same moment: every one of them must see the whole table. Each round
- * is a fresh process, so the table is asked for the first time in it. */
-Test(sizeclass, first_use_from_many_threads_at_once)
+ * about the same moment: every one of them must see the whole table. Each
+ * round is a fresh process, so the table is asked for the first time in
+ * it, and the second thread starts a little later each round, so that it
+ * asks while the first may be half-way through building a table lazily. */
+Test(sizeclass, first_use_from_two_threads_at_once)
 {
-	for (int round = 0; round < 40; round++) {
+	for (unsigned round = 0; round < 1000; round++) {
 		pid_t pid = fork();
 		cr_assert_neq(pid, -1);
 		if (pid == 0) {
-			pthread_t t[RACERS];
-			pthread_barrier_init(&go, NULL, RACERS);
-			for (int i = 0; i < RACERS; i++)
-				pthread_create(&t[i], NULL, race, NULL);
-			uintptr_t bad = 0;
-			for (int i = 0; i < RACERS; i++) {
-				void *r;
-				pthread_join(t[i], &r);
-				bad += (uintptr_t)r;
-			}
-			_exit(bad ? 1 : 0);
+			pthread_t t[2];
+			struct racer r[2] = {{0, 0}, {round * 7 % 3000, 0}};
+			for (int i = 0; i < 2; i++)
+				pthread_create(&t[i], NULL, race, &r[i]);
+			usleep(1000);
+			atomic_store(&go, 1);
+			for (int i = 0; i < 2; i++)
+				pthread_join(t[i], NULL);
+			_exit(r[0].bad + r[1].bad ? 1 : 0);
 		}
 		int st;
 		waitpid(pid, &st, 0);
 		cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-		          "round %d: a thread saw size class 0", round);
+		          "round %u: a thread saw size class 0", round);
 	}
 }
