@@ -1082,7 +1082,7 @@ static void stats_general(struct sl_exec *ex, struct sl_buf *o, uint32_t now)
 		CORE_STAT("curr_items", sl_store_stats(e->store)->curr_items);
 		CORE_STAT("bytes", sl_store_stats(e->store)->bytes);
 		CORE_STAT("idle_sleeps", e->st.idle_sleeps);
-		CORE_STAT("epoch", e->table ? e->table->epoch : 0);
+		CORE_STAT("epoch", e->table_epoch);
 #undef CORE_STAT
 	}
 	stat_u(o, "slot_table_epoch", n->epoch);
@@ -1091,6 +1091,24 @@ static void stats_general(struct sl_exec *ex, struct sl_buf *o, uint32_t now)
 	stat_u(o, "backlog_waits", s.backlog_waits);
 	stat_u(o, "tcp_admission_waits", s.tcp_admission_waits);
 	stat_u(o, "tcp_inflight", n->tcp_inflight);
+	struct sl_udpguard_stats us = {0};
+	for (unsigned i = 0; i < n->nworkers; i++) {
+		if (!n->cores[i]->udp)
+			continue;
+		const struct sl_udpguard_stats *g = sl_udpguard_stats(n->cores[i]->udp);
+		us.bytes_in += g->bytes_in;
+		us.bytes_out += g->bytes_out;
+		us.too_large += g->too_large;
+		us.over_budget += g->over_budget;
+		us.silent += g->silent;
+		us.evictions += g->evictions;
+	}
+	stat_u(o, "udp_untrusted_bytes_in", us.bytes_in);
+	stat_u(o, "udp_untrusted_bytes_out", us.bytes_out);
+	stat_u(o, "udp_reply_too_large", us.too_large);
+	stat_u(o, "udp_over_budget", us.over_budget);
+	stat_u(o, "udp_over_budget_silent", us.silent);
+	stat_u(o, "udp_source_evictions", us.evictions);
 	stat_u(o, "arp_replies", s.arp_replies);
 	stat_u(o, "icmp_replies", s.icmp_replies);
 	stat_u(o, "exception_pkts", s.exception_pkts);
@@ -1098,6 +1116,31 @@ static void stats_general(struct sl_exec *ex, struct sl_buf *o, uint32_t now)
 		char name[64];
 		snprintf(name, sizeof(name), "drop_%s", sl_drop_names[d]);
 		stat_u(o, name, s.drops[d]);
+	}
+	put_line(o, "END");
+}
+
+/* The untrusted UDP sources sent the most bytes, over every core, most
+ * first: what an operator looks at during an attack. */
+static void stats_udpsources(struct sl_exec *ex, struct sl_buf *o)
+{
+	const struct sl_node *n = ex->node;
+	struct sl_udpguard *g[SL_MAX_WORKERS];
+	struct sl_udp_source top[20];
+	for (unsigned i = 0; i < n->nworkers; i++)
+		g[i] = n->cores[i]->udp;
+	unsigned k = sl_udpguard_top(g, n->nworkers, top, 20);
+	for (unsigned i = 0; i < k; i++) {
+		char name[64];
+		uint32_t h = __builtin_bswap32(top[i].ip);
+		int l = snprintf(name, sizeof(name), "%u.%u.%u.%u:", h >> 24, (h >> 16) & 255,
+		                 (h >> 8) & 255, h & 255);
+		snprintf(name + l, sizeof(name) - (size_t)l, "bytes_out");
+		stat_u(o, name, top[i].bytes_out);
+		snprintf(name + l, sizeof(name) - (size_t)l, "bytes_in");
+		stat_u(o, name, top[i].bytes_in);
+		snprintf(name + l, sizeof(name) - (size_t)l, "refused");
+		stat_u(o, name, top[i].refused);
 	}
 	put_line(o, "END");
 }
@@ -1449,6 +1492,8 @@ enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t 
 			} else if (r.args.len == 5 && memcmp(r.args.p, "sizes", 5) == 0) {
 				put_line(&c->out, "STAT sizes_status disabled");
 				put_line(&c->out, "END");
+			} else if (r.args.len == 10 && memcmp(r.args.p, "udpsources", 10) == 0) {
+				stats_udpsources(ex, &c->out);
 			} else if (r.args.len == 5 && memcmp(r.args.p, "conns", 5) == 0) {
 				put_line(&c->out, "END");
 			} else {

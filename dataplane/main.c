@@ -49,6 +49,8 @@ struct sl_config {
 	bool verbose;
 	unsigned table_swap_ms; /* test builds: publish a new table this often */
 	unsigned tcp_inflight;  /* admission bound of the TCP front end */
+	struct sl_udpguard_conf guard;
+	bool trust_given;
 };
 
 /* The node: everything main() sets up, owned by the main lcore. */
@@ -89,6 +91,13 @@ static void usage(const char *prog)
 	    "                          (dedicated cores: no wake-up delay after a lull)\n"
 	    "  --tcp-max-inflight N    TCP conversations with the workers at once, 1-%u\n"
 	    "                          (default %u); more wait, unread, in their sockets\n"
+	    "  --udp-trust P[,P...]    UDP sources answered without limit (default: the\n"
+	    "                          prefix of --ip)\n"
+	    "  --udp-allow P[,P...]|any  UDP sources answered within a budget (default:\n"
+	    "                          none; every other source is dropped unanswered)\n"
+	    "  --udp-amp-factor N      allowed sources: bytes sent per byte received (10)\n"
+	    "  --udp-max-reply BYTES   allowed sources: largest reply, and the burst\n"
+	    "                          allowance (16384); larger: use TCP\n"
 	    "%s",
 	    prog, SL_TCP_INFLIGHT, SL_TCP_INFLIGHT,
 	    SL_FAULTS_BUILT
@@ -142,6 +151,10 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 	    {"exception-netns", required_argument, NULL, 'n'},
 	    {"busy-poll", no_argument, NULL, 'b'},
 	    {"tcp-max-inflight", required_argument, NULL, 'F'},
+	    {"udp-trust", required_argument, NULL, 'T'},
+	    {"udp-allow", required_argument, NULL, 'A'},
+	    {"udp-amp-factor", required_argument, NULL, 'X'},
+	    {"udp-max-reply", required_argument, NULL, 'R'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"test-table-swap-ms", required_argument, NULL, 'S'},
 	    {"help", no_argument, NULL, 'h'},
@@ -157,6 +170,8 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 	c->mem_mib = 64;
 	c->max_item = 1024 * 1024;
 	c->exc_port = -1;
+	c->guard.factor = 10;
+	c->guard.max_reply = 16384;
 	optind = 1;
 	opterr = 1;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -255,6 +270,29 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 				return -1;
 			c->tcp_inflight = (unsigned)v;
 			break;
+		case 'T':
+		case 'A':
+			if (sl_prefixes_parse(o == 'T' ? &c->guard.trust : &c->guard.allow, optarg,
+			                      o == 'A') != 0) {
+				fprintf(stderr,
+				        "sluiced: --udp-%s: '%s' is not a list of A.B.C.D/N "
+				        "prefixes%s\n",
+				        o == 'T' ? "trust" : "allow", optarg,
+				        o == 'A' ? " or any" : "");
+				return -1;
+			}
+			c->trust_given |= o == 'T';
+			break;
+		case 'X':
+			if (num_arg("udp-amp-factor", optarg, 1, 1000, &v))
+				return -1;
+			c->guard.factor = (uint32_t)v;
+			break;
+		case 'R':
+			if (num_arg("udp-max-reply", optarg, 64, 16UL << 20, &v))
+				return -1;
+			c->guard.max_reply = (uint32_t)v;
+			break;
 		case 'v':
 			c->verbose = true;
 			break;
@@ -279,6 +317,13 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 	}
 	if (!have_ip)
 		fprintf(stderr, "sluiced: --ip is required\n");
+	if (have_ip && !c->trust_given) {
+		/* by default only the node's own network is trusted */
+		uint32_t mask = c->prefix ? ~UINT32_C(0) << (32 - c->prefix) : 0;
+		c->guard.trust.n = 1;
+		c->guard.trust.mask[0] = mask;
+		c->guard.trust.net[0] = ntohl(c->ip) & mask;
+	}
 	if (c->exc_netns[0] && c->exc_port < 0) {
 		fprintf(stderr, "sluiced: --exception-netns needs --exception-port\n");
 		return -1;
@@ -528,6 +573,7 @@ int main(int argc, char **argv)
 	net->ip = c->ip;
 	net->udp_port = c->udp_port;
 	net->ho = &a->ho;
+	net->guard = c->guard;
 	net->pktpool = rte_pktmbuf_pool_create("sl_pkt", 16383 + 4096 * W, 256, 0,
 	                                       RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
 	if (c->exc_port >= 0) {
@@ -588,6 +634,9 @@ int main(int argc, char **argv)
 		w->ex.store = sl_store_create(&sc);
 		if (!w->ex.store)
 			rte_exit(EXIT_FAILURE, "cannot create store %u\n", i);
+		w->ex.udp = sl_udpguard_create(&c->guard, 4096);
+		if (!w->ex.udp)
+			rte_exit(EXIT_FAILURE, "cannot create the UDP guard %u\n", i);
 		a->node.cores[i] = &w->ex;
 		uint64_t hz = rte_get_tsc_hz();
 		w->frag = rte_ip_frag_table_create(1024, 16, 4096, hz, (int)rte_socket_id());
@@ -622,6 +671,10 @@ int main(int argc, char **argv)
 	       ip, c->prefix, c->udp_port, W, c->mem_mib, RTE_ETHER_ADDR_BYTES(&net->mac));
 	if (c->tcp_on)
 		printf("sluiced: tcp on %s:%u\n", c->tcp_host, c->tcp_port);
+	printf("sluiced: udp trusts %u prefix(es), allows %s\n", c->guard.trust.n,
+	       c->guard.allow.any ? "any source"
+	       : c->guard.allow.n ? "listed prefixes"
+	                          : "no other");
 	if (c->exc_netns[0])
 		printf("sluiced: tcp on %s:%u in netns %s (exception path)\n", ip, c->udp_port,
 		       c->exc_netns);
@@ -672,6 +725,7 @@ int main(int argc, char **argv)
 			rte_pktmbuf_free_bulk((struct rte_mbuf **)objs, n);
 	for (unsigned i = 0; i < W; i++) {
 		sl_store_destroy(a->workers[i].ex.store);
+		sl_udpguard_destroy(a->workers[i].ex.udp);
 		rte_ip_frag_table_destroy(a->workers[i].frag);
 	}
 	sl_tables_fini(&a->tables);

@@ -200,6 +200,14 @@ static struct sl_msg *handle_udp(struct sl_worker *w, struct rte_mbuf *m, struct
 		to_kernel(w, m, SL_DROP_udp_port);
 		return NULL;
 	}
+	/* who may use UDP (sluice/udpguard.h): a stranger gets nothing, not
+	 * even an error, and costs no parsing */
+	enum sl_udp_class cls = sl_udp_classify(&w->net->guard, ip->src_addr);
+	if (unlikely(cls == SL_UDP_DENIED)) {
+		w->ex.st.drops[SL_DROP_udp_not_allowed]++;
+		rte_pktmbuf_free(m);
+		return NULL;
+	}
 	uint32_t plen = ulen - (uint32_t)sizeof(*udp);
 	uint32_t off = (uint32_t)(sizeof(struct rte_ether_hdr) + ihl + sizeof(*udp));
 	uint8_t fh[SL_FRAME_LEN];
@@ -216,7 +224,7 @@ static struct sl_msg *handle_udp(struct sl_worker *w, struct rte_mbuf *m, struct
 	struct peer to = {eth->src_addr, ip->src_addr, udp->src_port};
 	uint32_t len = plen - SL_FRAME_LEN;
 	bool flat = off + SL_FRAME_LEN + len <= m->data_len;
-	if (pk && pk->get1 && pk->mine && flat &&
+	if (pk && pk->get1 && pk->mine && flat && cls == SL_UDP_TRUSTED &&
 	    answer_in_place(w, m, &to, &f, rte_pktmbuf_mtod_offset(m, char *, off + SL_FRAME_LEN),
 	                    len, pk))
 		return NULL;
@@ -231,6 +239,8 @@ static struct sl_msg *handle_udp(struct sl_worker *w, struct rte_mbuf *m, struct
 	msg->udp.peer_ip = to.ip;
 	msg->udp.peer_port = to.port;
 	msg->udp.frame_id = f.id;
+	msg->udp.allowed = cls == SL_UDP_ALLOWED;
+	msg->udp.in_bytes = tot;
 	msg->m = m;
 	const char *in;
 	if (flat) {
@@ -343,10 +353,41 @@ struct sl_msg *sl_net_handle(struct sl_worker *w, struct rte_mbuf *m, uint64_t t
  * mbuf: its input has been used up, and this saves an alloc and a free per
  * request (the common case).
  */
+/* IP bytes of a reply of @p len bytes: its datagrams with their headers */
+static uint32_t wire_bytes(size_t len)
+{
+	return (uint32_t)(len + sl_frame_count(len) * (HDR_LEN - sizeof(struct rte_ether_hdr)));
+}
+
+/* An allowed, untrusted source: keep the reply within its budget, or
+ * replace it with an error line, or send nothing. Returns false for
+ * nothing. */
+static bool within_budget(struct sl_worker *w, struct sl_msg *msg)
+{
+	struct sl_buf *o = &msg->conv.out;
+	size_t errlen = o->len > w->net->guard.max_reply ? sizeof(SL_UDP_TOO_LARGE_LINE) - 1
+	                                                 : sizeof(SL_UDP_OVER_LINE) - 1;
+	switch (sl_udpguard_charge(w->ex.udp, msg->udp.peer_ip, msg->udp.in_bytes, o->len,
+	                           wire_bytes(o->len), wire_bytes(errlen), w->now_ms)) {
+	case SL_UDP_SEND:
+		return true;
+	case SL_UDP_TOO_LARGE:
+		o->len = 0;
+		sl_buf_put(o, SL_UDP_TOO_LARGE_LINE, sizeof(SL_UDP_TOO_LARGE_LINE) - 1);
+		return o->len > 0;
+	case SL_UDP_OVER:
+		o->len = 0;
+		sl_buf_put(o, SL_UDP_OVER_LINE, sizeof(SL_UDP_OVER_LINE) - 1);
+		return o->len > 0;
+	default:
+		return false;
+	}
+}
+
 static void udp_reply(struct sl_worker *w, struct sl_msg *msg)
 {
 	const struct sl_buf *o = &msg->conv.out;
-	if (o->len == 0) {
+	if (o->len == 0 || (msg->udp.allowed && !within_budget(w, msg))) {
 		/* noreply, quit: memcached sends nothing either */
 		sl_msg_put(w->ho, msg);
 		return;

@@ -113,6 +113,8 @@ struct sl_msg {
 			uint32_t peer_ip;   /* network order */
 			uint16_t peer_port; /* network order */
 			uint16_t frame_id;
+			uint16_t in_bytes; /* request's IP datagram, for the guard */
+			bool allowed;      /* an allowed, untrusted source: budgeted */
 		} udp;
 		struct { /* which connection (slot and generation, to spot reuse) */
 			uint32_t conn;
@@ -202,6 +204,7 @@ struct sl_net {
 	struct rte_ring *exc_ring;  /* workers -> main: packets for the kernel */
 	struct rte_ring *wire_ring; /* main -> worker 0: what the kernel sends out */
 	struct sl_handoff *ho;
+	struct sl_udpguard_conf guard; /* who may use UDP, and how much */
 };
 
 extern const struct sl_origin_ops sl_udp_origin;
@@ -249,8 +252,9 @@ struct sl_worker {
 	struct rte_ip_frag_tbl *frag;
 	struct rte_ip_frag_death_row dr;
 	struct sl_tx tx;
-	uint32_t now;   /* unix seconds, read once per loop iteration */
-	uint16_t ip_id; /* IPv4 id of the next datagram sent */
+	uint32_t now;    /* unix seconds, read once per loop iteration */
+	uint32_t now_ms; /* a millisecond clock (TSC), likewise */
+	uint16_t ip_id;  /* IPv4 id of the next datagram sent */
 	struct sl_backlog backlog;
 } __rte_cache_aligned;
 

@@ -428,6 +428,8 @@ static void retry(struct sl_tcp *t)
 		if (!c || !c->stalled)
 			continue;
 		c->stalled = false;
+		if (c->dead)
+			continue; /* freed when its conversation comes back */
 		if (c->pending) {
 			take_reply(c, c->pending);
 			continue;

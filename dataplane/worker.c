@@ -98,7 +98,7 @@ int sl_worker_main(void *arg)
 	struct rte_mbuf *pkts[SL_BURST];
 	struct sl_msg *msgs[SL_BURST];
 	unsigned nsrc = w->ho->nworkers + 1;
-	uint64_t idle_since = 0, hz = rte_get_tsc_hz();
+	uint64_t idle_since = 0, hz = rte_get_tsc_hz(), ms_tsc = hz / 1000 ? hz / 1000 : 1;
 	unsigned sleep_us = 1;
 
 	sl_guard_enter(w->idx);
@@ -107,9 +107,11 @@ int sl_worker_main(void *arg)
 		 * slot table; then the table for this iteration */
 		sl_guard_quiescent(w->idx);
 		w->ex.table = sl_tables_current(w->tables);
+		w->ex.table_epoch = w->ex.table->epoch;
 		uint64_t tsc = rte_rdtsc();
 		unsigned work = 0;
 		w->now = sl_now(); /* one clock read per iteration, not per request */
+		w->now_ms = (uint32_t)(tsc / ms_tsc);
 		uint16_t n = rte_eth_rx_burst(net->port, (uint16_t)w->idx, pkts, SL_BURST);
 		/* Overlap the index and item misses of the burst: every
 		 * bucket is prefetched first (one line each), then the items

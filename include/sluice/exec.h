@@ -31,6 +31,7 @@
 #include "sluice/proto.h"
 #include "sluice/slot.h"
 #include "sluice/store.h"
+#include "sluice/udpguard.h"
 
 #define SL_VERSION_STRING "1.6.18-sluice-0.1.0"
 
@@ -83,7 +84,8 @@ int sl_buf_fail(struct sl_buf *b, size_t mark, const char *line);
 	X(handoff_full)                                                                            \
 	X(tx_full)                                                                                 \
 	X(no_mbuf)                                                                                 \
-	X(other_proto)
+	X(other_proto)                                                                             \
+	X(udp_not_allowed)
 
 enum sl_drop {
 #define X(n) SL_DROP_##n,
@@ -172,6 +174,11 @@ struct sl_exec {
 	/* the slot table this core routes by: refreshed by its worker between
 	 * bursts (RCU), never changed under a running conversation step */
 	const struct sl_table *table;
+	/* its epoch, for readers on other cores: they must not follow
+	 * another core's table pointer, which may be retired and freed */
+	uint64_t table_epoch;
+	/* the UDP guard's per-source budgets (NULL off the dataplane) */
+	struct sl_udpguard *udp;
 	struct sl_core_stats st;
 };
 
