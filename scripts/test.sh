@@ -5,7 +5,8 @@
 #   asan    the same under AddressSanitizer + UndefinedBehaviorSanitizer, in
 #           a -Dfaults=true build (allocations fail on demand: the fault
 #           suites run there and skip elsewhere)
-#   fuzz    libFuzzer over parser and executor, FUZZ_SECONDS (default 60)
+#   fuzz    libFuzzer over parser and executor, FUZZ_SECONDS (default 60), and
+#           over cluster messages for half that
 #   instructions  callgrind instructions per GET/SET through the request path
 #           must stay within 10% of perf/instructions.baseline
 #   e2e-asan  sluiced built with ASan+UBSan+LSan and -Dfaults=true under the
@@ -66,7 +67,7 @@ e2e_asan() {
 }
 build_fuzz() {
     [[ -f build-fuzz/build.ninja ]] || CC=clang meson setup build-fuzz -Dfuzz=true -Ddataplane=disabled || return 1
-    ninja -C build-fuzz tests/fuzz_parse
+    ninja -C build-fuzz tests/fuzz_parse tests/fuzz_cmsg
 }
 unit() { meson test -C build --suite unit --print-errorlogs; }
 unit_asan() {
@@ -79,8 +80,14 @@ fuzz() {
         -max_total_time="$FUZZ_SECONDS" -max_len=4096 -print_final_stats=1 \
         "$work" "$ROOT/tests/fuzz/corpus" 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Test unit written")
     local rc=${PIPESTATUS[0]}
+    # cluster messages: frames, and (signed by the harness) slot-table pushes
+    mkdir -p "$work/cmsg"
+    (cd "$work" && "$ROOT/build-fuzz/tests/fuzz_cmsg" -max_total_time=$((FUZZ_SECONDS / 2)) \
+        -max_len=70000 -print_final_stats=1 "$work/cmsg" "$ROOT/tests/fuzz/cmsg-corpus" 2>&1 |
+        grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Test unit written")
+    local rc2=${PIPESTATUS[0]}
     rm -rf "$work"
-    return "$rc"
+    [[ $rc -eq 0 && $rc2 -eq 0 ]]
 }
 e2e() {
     SLUICE_MEMCACHED_T=$(scripts/fetch-memcached-t.sh) || return 1

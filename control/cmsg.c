@@ -1,0 +1,198 @@
+/* Cluster message frames and the slot-table push; see include/sluice/cmsg.h. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "sluice/cmsg.h"
+
+static const uint8_t MAGIC[4] = {'S', 'L', 'C', '1'};
+#define VERSION 1
+#define NODE_ENTRY 12
+#define SLOT_ENTRY 4
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	put16(p, (uint16_t)(v >> 16));
+	put16(p + 2, (uint16_t)v);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	put32(p, (uint32_t)(v >> 32));
+	put32(p + 4, (uint32_t)v);
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)get16(p) << 16 | get16(p + 2);
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	return (uint64_t)get32(p) << 32 | get32(p + 4);
+}
+
+static void mac(uint8_t out[SL_CMSG_MAC], const uint8_t *p, size_t n,
+                const uint8_t key[SL_CMSG_KEY])
+{
+	crypto_generichash(out, SL_CMSG_MAC, p, n, key, SL_CMSG_KEY);
+}
+
+size_t sl_cmsg_encode(uint8_t *out, const struct sl_cmsg *m, const uint8_t key[SL_CMSG_KEY])
+{
+	if (m->body_len > SL_CMSG_BODY_MAX)
+		return 0;
+	memcpy(out, MAGIC, 4);
+	out[4] = VERSION;
+	out[5] = m->type;
+	put16(out + 6, 0);
+	put32(out + 8, m->body_len);
+	put32(out + 12, m->sender);
+	put64(out + 16, m->epoch);
+	put64(out + 24, m->seq);
+	if (m->body_len)
+		memmove(out + SL_CMSG_HDR, m->body, m->body_len);
+	mac(out + SL_CMSG_HDR + m->body_len, out, SL_CMSG_HDR + m->body_len, key);
+	return sl_cmsg_size(m->body_len);
+}
+
+enum sl_cmsg_verdict sl_cmsg_decode(const uint8_t *in, size_t len, const uint8_t key[SL_CMSG_KEY],
+                                    struct sl_cmsg *m, size_t *used)
+{
+	/* judge what is there as soon as it can be judged, so that junk is
+	 * refused without waiting for a length it claims */
+	size_t have = len < 4 ? len : 4;
+	if (memcmp(in, MAGIC, have) != 0 || (len > 4 && in[4] != VERSION))
+		return SL_CMSG_BAD;
+	if (len < SL_CMSG_HDR)
+		return SL_CMSG_SHORT;
+	uint32_t body = get32(in + 8);
+	if (body > SL_CMSG_BODY_MAX || get16(in + 6) != 0)
+		return SL_CMSG_BAD;
+	if (len < sl_cmsg_size(body))
+		return SL_CMSG_SHORT;
+	uint8_t want[SL_CMSG_MAC];
+	mac(want, in, SL_CMSG_HDR + body, key);
+	if (sodium_memcmp(want, in + SL_CMSG_HDR + body, SL_CMSG_MAC) != 0)
+		return SL_CMSG_FORGED;
+	m->type = in[5];
+	m->sender = get32(in + 12);
+	m->epoch = get64(in + 16);
+	m->seq = get64(in + 24);
+	m->body = in + SL_CMSG_HDR;
+	m->body_len = body;
+	*used = sl_cmsg_size(body);
+	return SL_CMSG_OK;
+}
+
+size_t sl_cmsg_table_size(unsigned n)
+{
+	return 2 + (size_t)n * NODE_ENTRY + (size_t)SL_SLOTS * SLOT_ENTRY;
+}
+
+size_t sl_cmsg_table_encode(uint8_t *out, const struct sl_cmsg_table *t)
+{
+	uint8_t *p = out;
+	put16(p, (uint16_t)t->n);
+	p += 2;
+	for (unsigned i = 0; i < t->n; i++, p += NODE_ENTRY) {
+		const struct sl_cmsg_node *nd = &t->node[i];
+		put16(p, nd->id);
+		memcpy(p + 2, &nd->ip, 4); /* already network order */
+		put16(p + 6, nd->port);
+		p[8] = nd->workers;
+		p[9] = nd->weight;
+		put16(p + 10, 0);
+	}
+	for (unsigned s = 0; s < SL_SLOTS; s++, p += SLOT_ENTRY) {
+		put16(p, t->primary[s]);
+		put16(p + 2, t->backup[s]);
+	}
+	return (size_t)(p - out);
+}
+
+static int node_index(const struct sl_cmsg_table *t, uint16_t id)
+{
+	for (unsigned i = 0; i < t->n; i++)
+		if (t->node[i].id == id)
+			return (int)i;
+	return -1;
+}
+
+int sl_cmsg_table_decode(const uint8_t *body, uint32_t len, struct sl_cmsg_table *t)
+{
+	if (len < 2)
+		return -EINVAL;
+	unsigned n = get16(body);
+	if (n == 0 || n > SL_CMSG_NODES_MAX || len != sl_cmsg_table_size(n))
+		return -EINVAL;
+	t->n = n;
+	const uint8_t *p = body + 2;
+	/* ids index a bitmap while checking: 65536 bits */
+	static _Thread_local uint8_t seen[65536 / 8];
+	memset(seen, 0, sizeof(seen));
+	for (unsigned i = 0; i < n; i++, p += NODE_ENTRY) {
+		struct sl_cmsg_node *nd = &t->node[i];
+		nd->id = get16(p);
+		memcpy(&nd->ip, p + 2, 4);
+		nd->port = get16(p + 6);
+		nd->workers = p[8];
+		nd->weight = p[9];
+		if (nd->id == SL_CMSG_NO_NODE || (seen[nd->id / 8] & (1u << (nd->id % 8))) ||
+		    get16(p + 10) != 0 || nd->workers == 0)
+			return -EINVAL;
+		seen[nd->id / 8] |= (uint8_t)(1u << (nd->id % 8));
+	}
+	for (unsigned s = 0; s < SL_SLOTS; s++, p += SLOT_ENTRY) {
+		uint16_t pr = get16(p), bk = get16(p + 2);
+		if (pr == SL_CMSG_NO_NODE || !(seen[pr / 8] & (1u << (pr % 8))))
+			return -EINVAL;
+		if (bk != SL_CMSG_NO_NODE && (bk == pr || !(seen[bk / 8] & (1u << (bk % 8)))))
+			return -EINVAL;
+		t->primary[s] = pr;
+		t->backup[s] = bk;
+	}
+	return 0;
+}
+
+int sl_cmsg_table_apply(const struct sl_cmsg_table *t, uint64_t epoch, uint16_t self,
+                        unsigned nworkers, struct sl_table *out)
+{
+	if (node_index(t, self) < 0 || nworkers == 0 || nworkers > SL_MAX_WORKERS)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	out->epoch = epoch;
+	out->self = self;
+	out->nworkers = (uint16_t)nworkers;
+	unsigned k = 0;
+	for (unsigned s = 0; s < SL_SLOTS; s++) {
+		out->node[s] = t->primary[s];
+		if (t->primary[s] == self) {
+			out->state[s] = SL_SLOT_SERVING;
+			out->core[s] = (uint8_t)(k++ % nworkers);
+		} else {
+			out->state[s] = SL_SLOT_REMOTE;
+		}
+	}
+	return sl_table_seal(out);
+}
+
+/* libsodium's own set-up, before any thread could race to do it */
+__attribute__((constructor)) static void sodium_setup(void)
+{
+	if (sodium_init() < 0)
+		abort();
+}
