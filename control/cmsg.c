@@ -190,6 +190,37 @@ int sl_cmsg_table_apply(const struct sl_cmsg_table *t, uint64_t epoch, uint16_t 
 	return sl_table_seal(out);
 }
 
+size_t sl_cmsg_register_encode(uint8_t *out, const struct sl_cmsg_register *r)
+{
+	size_t n = strnlen(r->name, sizeof(r->name) - 1);
+	memcpy(out, &r->ip, 4);
+	put16(out + 4, r->port);
+	out[6] = r->workers;
+	out[7] = r->weight;
+	out[8] = (uint8_t)n;
+	memcpy(out + 9, r->name, n);
+	return 9 + n;
+}
+
+int sl_cmsg_register_decode(const uint8_t *body, uint32_t len, struct sl_cmsg_register *r)
+{
+	if (len < 10 || len != 9u + body[8] || body[8] >= sizeof(r->name) || !body[6] || !body[7])
+		return -EINVAL;
+	memcpy(&r->ip, body, 4);
+	r->port = get16(body + 4);
+	r->workers = body[6];
+	r->weight = body[7];
+	for (unsigned i = 0; i < body[8]; i++) {
+		char c = (char)body[9 + i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_' || c == '.'))
+			return -EINVAL;
+		r->name[i] = c;
+	}
+	r->name[body[8]] = 0;
+	return 0;
+}
+
 /* libsodium's own set-up, before any thread could race to do it */
 __attribute__((constructor)) static void sodium_setup(void)
 {

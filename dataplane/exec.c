@@ -1120,6 +1120,25 @@ static void stats_general(struct sl_exec *ex, struct sl_buf *o, uint32_t now)
 	put_line(o, "END");
 }
 
+/* The node's place in its cluster: what sluicectl status shows per node. */
+static void stats_cluster(struct sl_exec *ex, struct sl_buf *o)
+{
+	const struct sl_node *n = ex->node;
+	struct sl_core_stats s;
+	sl_node_sum(n, &s);
+	stat_u(o, "cluster_enabled", n->cluster.on);
+	stat_u(o, "node_id", n->cluster.id);
+	stat_u(o, "connected", n->cluster.connected);
+	stat_u(o, "epoch", n->epoch);
+	stat_u(o, "slots_owned", n->cluster.on ? n->cluster.slots : SL_SLOTS);
+	stat_u(o, "tables_installed", n->cluster.tables_installed);
+	stat_u(o, "tables_refused", n->cluster.tables_refused);
+	stat_u(o, "messages_refused", n->cluster.msgs_refused);
+	stat_u(o, "controller_connects", n->cluster.connects);
+	stat_u(o, "not_served", s.not_served);
+	put_line(o, "END");
+}
+
 /* The untrusted UDP sources sent the most bytes, over every core, most
  * first: what an operator looks at during an attack. */
 static void stats_udpsources(struct sl_exec *ex, struct sl_buf *o)
@@ -1492,6 +1511,8 @@ enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t 
 			} else if (r.args.len == 5 && memcmp(r.args.p, "sizes", 5) == 0) {
 				put_line(&c->out, "STAT sizes_status disabled");
 				put_line(&c->out, "END");
+			} else if (r.args.len == 7 && memcmp(r.args.p, "cluster", 7) == 0) {
+				stats_cluster(ex, &c->out);
 			} else if (r.args.len == 10 && memcmp(r.args.p, "udpsources", 10) == 0) {
 				stats_udpsources(ex, &c->out);
 			} else if (r.args.len == 5 && memcmp(r.args.p, "conns", 5) == 0) {

@@ -56,8 +56,11 @@ void sl_loop_add_poller(struct sl_loop *l, struct sl_poller *p)
 bool sl_loop_turn(struct sl_loop *l, int wait_ms, bool *waited)
 {
 	bool busy = false, no_wait = !l->can_block;
+	l->wait_cap_ms = -1;
 	for (struct sl_poller *p = l->pollers; p; p = p->next)
 		busy |= p->poll(p, &no_wait);
+	if (l->wait_cap_ms >= 0 && wait_ms > l->wait_cap_ms)
+		wait_ms = l->wait_cap_ms;
 	struct epoll_event ev[64];
 	*waited = wait_ms > 0 && !busy && !no_wait;
 	int n = epoll_wait(l->epfd, ev, 64, *waited ? wait_ms : 0);

@@ -51,6 +51,9 @@ struct sl_config {
 	unsigned tcp_inflight;  /* admission bound of the TCP front end */
 	struct sl_udpguard_conf guard;
 	bool trust_given;
+	bool cluster;
+	bool have_key;
+	struct sl_cluster_conf cl;
 };
 
 /* The node: everything main() sets up, owned by the main lcore. */
@@ -61,6 +64,7 @@ struct sl_app {
 	struct sl_tables tables;
 	struct sl_loop loop;
 	struct sl_tcp tcp;
+	struct sl_cluster cluster;
 	struct sl_poller exc_poller;
 	struct sl_poller table_poller;
 	uint64_t next_swap_ns;
@@ -98,6 +102,11 @@ static void usage(const char *prog)
 	    "  --udp-amp-factor N      allowed sources: bytes sent per byte received (10)\n"
 	    "  --udp-max-reply BYTES   allowed sources: largest reply, and the burst\n"
 	    "                          allowance (16384); larger: use TCP\n"
+	    "  --controller HOST:PORT  join the cluster of this sluice-control\n"
+	    "  --cluster-key-file FILE the cluster key (64 hex digits, mode 600)\n"
+	    "  --name NAME             this node's name in the cluster (default: its address)\n"
+	    "  --weight N              its capacity, 1-255 (default 1)\n"
+	    "  --heartbeat-ms N        heartbeat interval to the controller (default 50)\n"
 	    "%s",
 	    prog, SL_TCP_INFLIGHT, SL_TCP_INFLIGHT,
 	    SL_FAULTS_BUILT
@@ -155,6 +164,11 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 	    {"udp-allow", required_argument, NULL, 'A'},
 	    {"udp-amp-factor", required_argument, NULL, 'X'},
 	    {"udp-max-reply", required_argument, NULL, 'R'},
+	    {"controller", required_argument, NULL, 'C'},
+	    {"cluster-key-file", required_argument, NULL, 'K'},
+	    {"name", required_argument, NULL, 'N'},
+	    {"weight", required_argument, NULL, 'W'},
+	    {"heartbeat-ms", required_argument, NULL, 'H'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"test-table-swap-ms", required_argument, NULL, 'S'},
 	    {"help", no_argument, NULL, 'h'},
@@ -283,6 +297,59 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 			}
 			c->trust_given |= o == 'T';
 			break;
+		case 'C': {
+			char host[64];
+			const char *colon = strrchr(optarg, ':');
+			c->cl.controller.sin_family = AF_INET;
+			if (!colon || (size_t)(colon - optarg) >= sizeof(host)) {
+				fprintf(stderr, "sluiced: --controller: '%s' is not HOST:PORT\n",
+				        optarg);
+				return -1;
+			}
+			memcpy(host, optarg, (size_t)(colon - optarg));
+			host[colon - optarg] = 0;
+			if (inet_pton(AF_INET, host, &c->cl.controller.sin_addr) != 1) {
+				fprintf(stderr,
+				        "sluiced: --controller: '%s' is not an IPv4 address\n",
+				        host);
+				return -1;
+			}
+			if (num_arg("controller (port)", colon + 1, 1, 65535, &v))
+				return -1;
+			c->cl.controller.sin_port = htons((uint16_t)v);
+			c->cluster = true;
+			break;
+		}
+		case 'K': {
+			const char *why;
+			if (sl_cmsg_read_key(optarg, c->cl.key, &why) != 0) {
+				fprintf(stderr, "sluiced: --cluster-key-file: %s: %s\n", optarg,
+				        why);
+				return -1;
+			}
+			c->have_key = true;
+			break;
+		}
+		case 'N':
+			if (!safe_name(optarg, 62)) {
+				fprintf(stderr,
+				        "sluiced: --name: '%s' is not a node name (letters, "
+				        "digits, '_', '-', '.')\n",
+				        optarg);
+				return -1;
+			}
+			snprintf(c->cl.name, 63, "%s", optarg);
+			break;
+		case 'W':
+			if (num_arg("weight", optarg, 1, 255, &v))
+				return -1;
+			c->cl.weight = (uint8_t)v;
+			break;
+		case 'H':
+			if (num_arg("heartbeat-ms", optarg, 1, 60000, &v))
+				return -1;
+			c->cl.heartbeat_ms = (unsigned)v;
+			break;
 		case 'X':
 			if (num_arg("udp-amp-factor", optarg, 1, 1000, &v))
 				return -1;
@@ -317,6 +384,16 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 	}
 	if (!have_ip)
 		fprintf(stderr, "sluiced: --ip is required\n");
+	if (c->cluster && !c->have_key) {
+		fprintf(stderr, "sluiced: --controller needs --cluster-key-file\n");
+		return -1;
+	}
+	if (!c->cl.weight)
+		c->cl.weight = 1;
+	if (have_ip && !c->cl.name[0])
+		inet_ntop(AF_INET, &c->ip, c->cl.name, 63); /* by default named by address */
+	c->cl.ip = c->ip;
+	c->cl.port = c->udp_port;
 	if (have_ip && !c->trust_given) {
 		/* by default only the node's own network is trusted */
 		uint32_t mask = c->prefix ? ~UINT32_C(0) << (32 - c->prefix) : 0;
@@ -448,9 +525,9 @@ static int exception_init(struct sl_app *a)
 		        c->exc_netns, c->exc_netns);
 		return -ENOENT;
 	}
-	char ip[INET_ADDRSTRLEN + 4];
+	char ip[INET_ADDRSTRLEN + 5];
 	inet_ntop(AF_INET, &c->ip, ip, INET_ADDRSTRLEN);
-	snprintf(ip + strlen(ip), 4, "/%u", c->prefix);
+	snprintf(ip + strlen(ip), 5, "/%u", c->prefix);
 	char *ns = c->exc_netns;
 	char *mv[] = {"ip", "link", "set", "dev", ifname, "netns", ns, NULL};
 	char *addr[] = {"ip", "-n", ns, "addr", "add", ip, "dev", ifname, NULL};
@@ -657,6 +734,8 @@ int main(int argc, char **argv)
 	snprintf(tc.host, sizeof(tc.host), "%s", c->tcp_host);
 	if (sl_tcp_init(&a->tcp, &tc, &a->loop, &a->ho, &a->node, &a->main_st, c->max_item) != 0)
 		rte_exit(EXIT_FAILURE, "cannot start the TCP front end\n");
+	if (c->cluster && sl_cluster_init(&a->cluster, &c->cl, &a->loop, &a->tables, &a->node) != 0)
+		rte_exit(EXIT_FAILURE, "cannot set up the control channel\n");
 	a->table_poller.poll = table_poll;
 	sl_loop_add_poller(&a->loop, &a->table_poller);
 	if (c->exc_port >= 0) {
@@ -715,6 +794,8 @@ int main(int argc, char **argv)
 	printf("sluiced: shutting down\n");
 	rte_eal_mp_wait_lcore();
 	sl_tcp_fini(&a->tcp);
+	if (c->cluster)
+		sl_cluster_fini(&a->cluster);
 	sl_loop_fini(&a->loop);
 	sl_handoff_fini(&a->ho);
 	void *objs[SL_BURST];

@@ -52,6 +52,9 @@
 #include <rte_mempool.h>
 #include <rte_ring.h>
 
+#include <netinet/in.h>
+
+#include "sluice/cmsg.h"
 #include "sluice/exec.h"
 #include "sluice/frame.h"
 
@@ -285,7 +288,8 @@ struct sl_poller {
 struct sl_loop {
 	int epfd;
 	struct sl_poller *pollers;
-	bool can_block; /* no poller needs the loop awake (e.g. a DPDK port) */
+	bool can_block;  /* no poller needs the loop awake (e.g. a DPDK port) */
+	int wait_cap_ms; /* a poller's timer: block no longer (reset each turn) */
 };
 
 int sl_loop_init(struct sl_loop *l);
@@ -341,5 +345,39 @@ int sl_tcp_init(struct sl_tcp *t, const struct sl_tcp_conf *c, struct sl_loop *l
                 struct sl_handoff *ho, struct sl_node *node, struct sl_core_stats *st,
                 size_t max_item);
 void sl_tcp_fini(struct sl_tcp *t);
+
+/* ---- cluster.c: the control channel to sluice-control (main lcore) -------- */
+
+struct sl_cluster_conf {
+	struct sockaddr_in controller;
+	uint8_t key[SL_CMSG_KEY];
+	char name[64];
+	uint8_t weight;
+	uint32_t ip; /* this node's dataplane address and UDP port, to register */
+	uint16_t port;
+	unsigned heartbeat_ms;
+};
+
+struct sl_cluster {
+	struct sl_fd_handler h; /* first: the epoll cookie */
+	struct sl_poller poller;
+	struct sl_loop *loop;
+	struct sl_tables *tables;
+	struct sl_node *node;
+	struct sockaddr_in ctl;
+	uint8_t key[SL_CMSG_KEY];
+	struct sl_cmsg_register reg;
+	int fd;
+	bool registered; /* REGISTER sent on this connection */
+	uint8_t *rbuf;
+	size_t rlen;
+	uint64_t seq, last_ctl_seq;
+	uint64_t next_hb_ms, next_connect_ms;
+	unsigned hb_ms;
+};
+
+int sl_cluster_init(struct sl_cluster *c, const struct sl_cluster_conf *cf, struct sl_loop *loop,
+                    struct sl_tables *tables, struct sl_node *node);
+void sl_cluster_fini(struct sl_cluster *c);
 
 #endif

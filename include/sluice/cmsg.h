@@ -28,6 +28,11 @@
  *   node entry (12 B): | id u16 | ipv4 (4) | port u16 | workers u8 | weight u8 | 0 u16 |
  *   slot entry (4 B):  | primary node id u16 | backup node id u16 (0xffff: none) |
  *
+ *   SL_CMSG_REGISTER body (node -> controller, first on a connection):
+ *   | ipv4 (4) | port u16 | workers u8 | weight u8 | name length u8 | name |
+ *   SL_CMSG_ACK body (controller -> node): | node id u16 |
+ *   SL_CMSG_HEARTBEAT: no body; the epoch is the table the node routes by.
+ *
  * A slot table is the same for every node; each derives its own view
  * (sl_cmsg_table_apply): its slots SERVING, dealt round-robin to its
  * workers, every other slot REMOTE at its primary.
@@ -138,5 +143,26 @@ int sl_cmsg_table_decode(const uint8_t *body, uint32_t len, struct sl_cmsg_table
  */
 int sl_cmsg_table_apply(const struct sl_cmsg_table *t, uint64_t epoch, uint16_t self,
                         unsigned nworkers, struct sl_table *out);
+
+struct sl_cmsg_register {
+	uint32_t ip; /* network order */
+	uint16_t port;
+	uint8_t workers;
+	uint8_t weight;
+	char name[64];
+};
+
+/** REGISTER body into @p out (at least 73 bytes); returns its length. */
+size_t sl_cmsg_register_encode(uint8_t *out, const struct sl_cmsg_register *r);
+/** @return 0, or -EINVAL (length, an empty or non-printable name, no
+ *  workers, weight 0). */
+int sl_cmsg_register_decode(const uint8_t *body, uint32_t len, struct sl_cmsg_register *r);
+
+/**
+ * Read the cluster key from @p path: 64 hexadecimal digits, in a file only
+ * its owner may read. @return 0, or a negative errno with *why saying what
+ * is wrong.
+ */
+int sl_cmsg_read_key(const char *path, uint8_t key[SL_CMSG_KEY], const char **why);
 
 #endif

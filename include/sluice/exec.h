@@ -164,6 +164,17 @@ struct sl_node {
 	uint64_t curr_connections;
 	uint64_t total_connections;
 	uint64_t tcp_inflight; /* conversations of TCP clients with the workers */
+	/* the control channel (written by the main lcore) */
+	struct {
+		bool on;        /* --controller given */
+		bool connected; /* registered with the controller */
+		uint16_t id;    /* node id the controller gave, 0 before */
+		uint32_t slots; /* slots this node serves in its table */
+		uint64_t tables_installed;
+		uint64_t tables_refused; /* stale epoch or not valid */
+		uint64_t msgs_refused;   /* no or wrong MAC, malformed, replayed */
+		uint64_t connects;
+	} cluster;
 };
 
 /** One core's execution context. */

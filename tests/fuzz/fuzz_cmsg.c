@@ -3,7 +3,7 @@
  * as they arrive from the network, checked with the cluster key; and,
  * since the fuzzer cannot forge a MAC, its input also signed here as a
  * frame whose body is a slot-table push, so that the body's parser and a
- * node's view of the table are reached.
+ * node's view of the table are reached, and the registration's.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +34,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (sl_cmsg_decode(frame, n, KEY, &m, &used) != SL_CMSG_OK || used != n ||
 	    m.body_len != size || memcmp(m.body, data, size) != 0)
 		abort();
+	struct sl_cmsg_register r;
+	if (sl_cmsg_register_decode(m.body, m.body_len, &r) == 0) {
+		uint8_t again[80];
+		if (sl_cmsg_register_encode(again, &r) != size || memcmp(again, data, size) != 0)
+			abort();
+	}
 	static struct sl_cmsg_table t;
 	static struct sl_table view;
 	if (sl_cmsg_table_decode(m.body, m.body_len, &t) == 0) {

@@ -1,0 +1,585 @@
+/*
+ * sluice-control: the cluster's one authority (embedded mode: state in a
+ * local file).
+ *
+ *   sluice-control --listen HOST:PORT --key-file FILE [--state FILE]
+ *                  [--heartbeat-ms 50] [--dead-after 5] [--vnodes 150]
+ *
+ * Nodes connect to it over TCP and register (name, dataplane address,
+ * workers, weight); it gives each name a node id for good, and from then
+ * on expects a heartbeat every --heartbeat-ms. A node that misses
+ * --dead-after of them is dead. On every change of who is alive (a node
+ * registers, returns or dies) it computes the slot table afresh with
+ * consistent hashing over the live nodes (sluice/placement.h: weights,
+ * backups clockwise), gives it the next epoch, writes its state file and
+ * pushes the whole table to every connected node; a node installs it
+ * whole (no gossip, as Dragonfly's cluster mode). Without a controller
+ * the nodes go on serving with their last table.
+ *
+ * Every message is a frame of sluice/cmsg.h, authenticated with the
+ * cluster key; frames without it, replayed or malformed close the
+ * connection and are counted.
+ *
+ * State file (text, rewritten whole and renamed into place):
+ *
+ *   epoch 7
+ *   node 1 n1 198.18.0.11 11211 1 1
+ *   node 2 n2 198.18.0.12 11211 1 1
+ *        id name address   port workers weight
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sluice/cmsg.h"
+#include "sluice/placement.h"
+
+#define MAX_NODES 256
+#define MAX_CONNS 512
+#define RBUF_MAX (SL_CMSG_BODY_MAX + 64)
+
+struct node {
+	uint16_t id;
+	struct sl_cmsg_register reg;
+	bool alive;
+	uint64_t last_hb_ms;
+	uint64_t last_seq;
+	int conn; /* index in conns, -1 */
+	uint64_t epoch_seen;
+};
+
+struct conn {
+	int fd;
+	int node; /* index in nodes once registered, -1 */
+	uint8_t *rbuf;
+	size_t rlen;
+};
+
+static struct {
+	uint8_t key[SL_CMSG_KEY];
+	const char *state;
+	unsigned hb_ms, dead_after, vnodes;
+	uint64_t epoch;
+	struct node nodes[MAX_NODES];
+	unsigned nnodes;
+	struct conn conns[MAX_CONNS];
+	int epfd, lfd;
+	uint64_t seq;
+	uint64_t refused;
+	volatile sig_atomic_t quit;
+} C;
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t wall_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void logf_(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stdout, "sluice-control: ");
+	vfprintf(stdout, fmt, ap);
+	fputc('\n', stdout);
+	fflush(stdout);
+	va_end(ap);
+}
+
+static int save_state(void)
+{
+	if (!C.state)
+		return 0;
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", C.state);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return -errno;
+	fprintf(f, "epoch %llu\n", (unsigned long long)C.epoch);
+	for (unsigned i = 0; i < C.nnodes; i++) {
+		char ip[INET_ADDRSTRLEN];
+		inet_ntop(AF_INET, &C.nodes[i].reg.ip, ip, sizeof(ip));
+		fprintf(f, "node %u %s %s %u %u %u\n", C.nodes[i].id, C.nodes[i].reg.name, ip,
+		        C.nodes[i].reg.port, C.nodes[i].reg.workers, C.nodes[i].reg.weight);
+	}
+	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+		fclose(f);
+		return -errno;
+	}
+	fclose(f);
+	return rename(tmp, C.state) == 0 ? 0 : -errno;
+}
+
+static int load_state(void)
+{
+	FILE *f = C.state ? fopen(C.state, "r") : NULL;
+	if (!f)
+		return 0;
+	char line[512];
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long e;
+		unsigned id, port, workers, weight;
+		char name[64], ip[64];
+		if (sscanf(line, "epoch %llu", &e) == 1) {
+			C.epoch = e;
+		} else if (sscanf(line, "node %u %63s %63s %u %u %u", &id, name, ip, &port,
+		                  &workers, &weight) == 6 &&
+		           C.nnodes < MAX_NODES && id < SL_CMSG_NO_NODE) {
+			struct node *n = &C.nodes[C.nnodes++];
+			memset(n, 0, sizeof(*n));
+			n->id = (uint16_t)id;
+			snprintf(n->reg.name, sizeof(n->reg.name), "%s", name);
+			inet_pton(AF_INET, ip, &n->reg.ip);
+			n->reg.port = (uint16_t)port;
+			n->reg.workers = (uint8_t)workers;
+			n->reg.weight = (uint8_t)weight;
+			n->conn = -1;
+			/* known, not yet heard from: alive only once it says so */
+		} else {
+			fclose(f);
+			return -EINVAL;
+		}
+	}
+	fclose(f);
+	return 0;
+}
+
+static int send_frame(int ci, uint8_t type, const uint8_t *body, uint32_t len)
+{
+	struct conn *c = &C.conns[ci];
+	uint8_t *buf = malloc(sl_cmsg_size(len));
+	if (!buf)
+		return -ENOMEM;
+	struct sl_cmsg m = {.type = type,
+	                    .sender = SL_CMSG_CONTROLLER,
+	                    .epoch = C.epoch,
+	                    .seq = ++C.seq,
+	                    .body = body,
+	                    .body_len = len};
+	size_t n = sl_cmsg_encode(buf, &m, C.key);
+	/* a table is ~64 KiB: the socket buffer takes it; a node that does
+	 * not read is dropped rather than stalling the controller */
+	size_t off = 0;
+	while (off < n) {
+		ssize_t w = send(c->fd, buf + off, n - off, MSG_NOSIGNAL);
+		if (w <= 0) {
+			if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+				struct timespec ts = {0, 1000000};
+				nanosleep(&ts, NULL);
+				continue;
+			}
+			free(buf);
+			return -EIO;
+		}
+		off += (size_t)w;
+	}
+	free(buf);
+	return 0;
+}
+
+static void close_conn(int ci)
+{
+	struct conn *c = &C.conns[ci];
+	if (c->fd < 0)
+		return;
+	epoll_ctl(C.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	if (c->node >= 0 && C.nodes[c->node].conn == ci)
+		C.nodes[c->node].conn = -1;
+	free(c->rbuf);
+	memset(c, 0, sizeof(*c));
+	c->fd = -1;
+	c->node = -1;
+}
+
+static uint8_t *table_body; /* the current epoch's table push */
+static size_t table_len;
+
+/* The table of the live nodes under the next epoch, pushed to all. */
+static void publish(const char *why)
+{
+	struct sl_place_node pn[MAX_NODES];
+	uint16_t ids[MAX_NODES];
+	unsigned n = 0;
+	for (unsigned i = 0; i < C.nnodes; i++)
+		if (C.nodes[i].alive) {
+			snprintf(pn[n].name, sizeof(pn[n].name), "%s", C.nodes[i].reg.name);
+			pn[n].weight = C.nodes[i].reg.weight;
+			ids[n++] = (uint16_t)i;
+		}
+	C.epoch++;
+	save_state();
+	if (n == 0) {
+		logf_("epoch %llu: no live node (%s)", (unsigned long long)C.epoch, why);
+		return;
+	}
+	struct sl_place_opts o = {.vnodes = C.vnodes};
+	struct sl_placement *p = sl_placement_build(SL_PLACE_CONSISTENT, pn, n, &o);
+	static struct sl_cmsg_table t;
+	static uint64_t h[SL_SLOTS];
+	static uint16_t pr[SL_SLOTS], bk[SL_SLOTS];
+	if (!p)
+		return;
+	memset(&t, 0, sizeof(t));
+	/* placement orders nodes by name: map its indices back */
+	uint16_t id_of[MAX_NODES];
+	for (unsigned j = 0; j < n; j++) {
+		unsigned idx = ids[j];
+		unsigned pj = sl_placement_find(p, C.nodes[idx].reg.name);
+		id_of[pj] = C.nodes[idx].id;
+		t.node[j] = (struct sl_cmsg_node){.id = C.nodes[idx].id,
+		                                  .ip = C.nodes[idx].reg.ip,
+		                                  .port = C.nodes[idx].reg.port,
+		                                  .workers = C.nodes[idx].reg.workers,
+		                                  .weight = C.nodes[idx].reg.weight};
+	}
+	t.n = n;
+	for (unsigned s = 0; s < SL_SLOTS; s++)
+		h[s] = sl_place_slot_hash((uint16_t)s);
+	sl_placement_assign(p, h, SL_SLOTS, pr, bk);
+	for (unsigned s = 0; s < SL_SLOTS; s++) {
+		t.primary[s] = id_of[pr[s]];
+		t.backup[s] = bk[s] == SL_PLACE_NONE ? SL_CMSG_NO_NODE : id_of[bk[s]];
+	}
+	sl_placement_free(p);
+	size_t sz = sl_cmsg_table_size(n);
+	uint8_t *body = malloc(sz);
+	if (!body)
+		return;
+	sl_cmsg_table_encode(body, &t);
+	free(table_body);
+	table_body = body;
+	table_len = sz;
+	unsigned pushed = 0;
+	for (unsigned i = 0; i < C.nnodes; i++) {
+		int ci = C.nodes[i].conn;
+		if (ci >= 0 && send_frame(ci, SL_CMSG_TABLE, body, (uint32_t)sz) == 0)
+			pushed++;
+		else if (ci >= 0)
+			close_conn(ci);
+	}
+	logf_("epoch %llu: %u live node(s), pushed to %u (%s)", (unsigned long long)C.epoch, n,
+	      pushed, why);
+}
+
+static void on_register(int ci, const struct sl_cmsg *m)
+{
+	struct sl_cmsg_register r;
+	struct conn *c = &C.conns[ci];
+	if (sl_cmsg_register_decode(m->body, m->body_len, &r) != 0) {
+		C.refused++;
+		close_conn(ci);
+		return;
+	}
+	unsigned i;
+	for (i = 0; i < C.nnodes && strcmp(C.nodes[i].reg.name, r.name) != 0; i++)
+		;
+	if (i == C.nnodes) {
+		if (C.nnodes == MAX_NODES) {
+			close_conn(ci);
+			return;
+		}
+		uint16_t id = 1;
+		for (unsigned j = 0; j < C.nnodes; j++)
+			if (C.nodes[j].id >= id)
+				id = (uint16_t)(C.nodes[j].id + 1);
+		memset(&C.nodes[i], 0, sizeof(C.nodes[i]));
+		C.nodes[i].id = id;
+		C.nodes[i].conn = -1;
+		C.nnodes++;
+	} else if (m->seq <= C.nodes[i].last_seq) {
+		C.refused++; /* a replayed registration */
+		close_conn(ci);
+		return;
+	}
+	struct node *n = &C.nodes[i];
+	if (n->conn >= 0 && n->conn != ci)
+		close_conn(n->conn); /* the node came back on a new connection */
+	bool changed = !n->alive || n->reg.ip != r.ip || n->reg.weight != r.weight ||
+	               n->reg.workers != r.workers || n->reg.port != r.port;
+	n->reg = r;
+	n->conn = ci;
+	n->last_seq = m->seq;
+	n->last_hb_ms = now_ms();
+	n->alive = true;
+	c->node = (int)i;
+	uint8_t ack[2] = {(uint8_t)(n->id >> 8), (uint8_t)n->id};
+	if (send_frame(ci, SL_CMSG_ACK, ack, 2) != 0) {
+		close_conn(ci);
+		return;
+	}
+	logf_("node %s registered as %u", r.name, n->id);
+	if (changed) {
+		char why[96];
+		snprintf(why, sizeof(why), "%s joined", r.name);
+		publish(why);
+	} else if (table_body && send_frame(ci, SL_CMSG_TABLE, table_body, (uint32_t)table_len)) {
+		/* same membership: the node needs the current table, and only it */
+		close_conn(ci);
+	}
+}
+
+static void on_frames(int ci)
+{
+	struct conn *c = &C.conns[ci];
+	size_t off = 0;
+	while (off < c->rlen) {
+		struct sl_cmsg m;
+		size_t used;
+		enum sl_cmsg_verdict v =
+		    sl_cmsg_decode(c->rbuf + off, c->rlen - off, C.key, &m, &used);
+		if (v == SL_CMSG_SHORT)
+			break;
+		if (v != SL_CMSG_OK) {
+			C.refused++;
+			logf_("refused a frame (%s) and closed its connection",
+			      v == SL_CMSG_FORGED ? "bad MAC" : "malformed");
+			close_conn(ci);
+			return;
+		}
+		off += used;
+		if (m.type == SL_CMSG_REGISTER) {
+			on_register(ci, &m);
+			if (c->fd < 0)
+				return;
+			continue;
+		}
+		struct node *n = c->node >= 0 ? &C.nodes[c->node] : NULL;
+		if (!n || m.sender != n->id || !sl_cmsg_fresh(&n->last_seq, m.seq)) {
+			C.refused++;
+			close_conn(ci);
+			return;
+		}
+		if (m.type == SL_CMSG_HEARTBEAT) {
+			n->last_hb_ms = now_ms();
+			n->epoch_seen = m.epoch;
+		}
+	}
+	memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+	c->rlen -= off;
+}
+
+static void on_readable(int ci)
+{
+	struct conn *c = &C.conns[ci];
+	for (;;) {
+		if (c->rlen == RBUF_MAX) {
+			close_conn(ci);
+			return;
+		}
+		ssize_t r = read(c->fd, c->rbuf + c->rlen, RBUF_MAX - c->rlen);
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+			close_conn(ci);
+			return;
+		}
+		if (r < 0)
+			break;
+		c->rlen += (size_t)r;
+	}
+	on_frames(ci);
+}
+
+static void check_liveness(void)
+{
+	uint64_t now = now_ms(), limit = (uint64_t)C.hb_ms * C.dead_after;
+	for (unsigned i = 0; i < C.nnodes; i++) {
+		struct node *n = &C.nodes[i];
+		if (n->alive && now - n->last_hb_ms > limit) {
+			n->alive = false;
+			if (n->conn >= 0)
+				close_conn(n->conn);
+			char why[96];
+			snprintf(why, sizeof(why), "%s missed %u heartbeats", n->reg.name,
+			         C.dead_after);
+			publish(why);
+		}
+	}
+}
+
+static int listen_on(const char *hostport)
+{
+	char host[64];
+	const char *colon = strrchr(hostport, ':');
+	if (!colon || (size_t)(colon - hostport) >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, hostport, (size_t)(colon - hostport));
+	host[colon - hostport] = 0;
+	char *end;
+	long port = strtol(colon + 1, &end, 10);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	if (*end || port < 1 || port > 65535 || inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+		return -EINVAL;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 128) != 0) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	return fd;
+}
+
+static void on_signal(int s)
+{
+	(void)s;
+	C.quit = 1;
+}
+
+static void usage(void)
+{
+	fprintf(stderr,
+	        "usage: sluice-control --listen HOST:PORT --key-file FILE [--state FILE]\n"
+	        "                      [--heartbeat-ms 50] [--dead-after 5] [--vnodes 150]\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"listen", required_argument, NULL, 'l'},
+	    {"key-file", required_argument, NULL, 'k'},
+	    {"state", required_argument, NULL, 's'},
+	    {"heartbeat-ms", required_argument, NULL, 'h'},
+	    {"dead-after", required_argument, NULL, 'd'},
+	    {"vnodes", required_argument, NULL, 'v'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *listen_at = NULL, *keyfile = NULL;
+	C.hb_ms = 50;
+	C.dead_after = 5;
+	C.vnodes = 150;
+	int o;
+	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		char *end = NULL;
+		long v = 0;
+		if (o == 'h' || o == 'd' || o == 'v') {
+			v = strtol(optarg, &end, 10);
+			if (*end || v < 1 || v > 100000) {
+				fprintf(stderr,
+				        "sluice-control: '%s' is not a number from 1 to 100000\n",
+				        optarg);
+				return 2;
+			}
+		}
+		switch (o) {
+		case 'l':
+			listen_at = optarg;
+			break;
+		case 'k':
+			keyfile = optarg;
+			break;
+		case 's':
+			C.state = optarg;
+			break;
+		case 'h':
+			C.hb_ms = (unsigned)v;
+			break;
+		case 'd':
+			C.dead_after = (unsigned)v;
+			break;
+		case 'v':
+			C.vnodes = (unsigned)v;
+			break;
+		default:
+			usage();
+			return 2;
+		}
+	}
+	if (!listen_at || !keyfile) {
+		usage();
+		return 2;
+	}
+	const char *why;
+	if (sl_cmsg_read_key(keyfile, C.key, &why) != 0) {
+		fprintf(stderr, "sluice-control: --key-file %s: %s\n", keyfile, why);
+		return 2;
+	}
+	if (load_state() != 0) {
+		fprintf(stderr, "sluice-control: --state %s: cannot be read\n", C.state);
+		return 2;
+	}
+	C.seq = wall_us();
+	/* a node alone routes by epoch 1: the cluster's tables start above */
+	if (C.epoch < 1)
+		C.epoch = 1;
+	for (int i = 0; i < MAX_CONNS; i++) {
+		C.conns[i].fd = -1;
+		C.conns[i].node = -1;
+	}
+	C.lfd = listen_on(listen_at);
+	if (C.lfd < 0) {
+		fprintf(stderr, "sluice-control: cannot listen on %s: %s\n", listen_at,
+		        strerror(-C.lfd));
+		return 1;
+	}
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	signal(SIGPIPE, SIG_IGN);
+	C.epfd = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX};
+	epoll_ctl(C.epfd, EPOLL_CTL_ADD, C.lfd, &ev);
+	logf_("listening on %s, epoch %llu, %u known node(s)", listen_at,
+	      (unsigned long long)C.epoch, C.nnodes);
+	while (!C.quit) {
+		struct epoll_event evs[64];
+		int n = epoll_wait(C.epfd, evs, 64, (int)(C.hb_ms / 2 ? C.hb_ms / 2 : 1));
+		for (int i = 0; i < n; i++) {
+			if (evs[i].data.u64 == UINT64_MAX) {
+				int fd;
+				while ((fd = accept4(C.lfd, NULL, NULL,
+				                     SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+					int ci;
+					for (ci = 0; ci < MAX_CONNS && C.conns[ci].fd >= 0; ci++)
+						;
+					uint8_t *rb = ci < MAX_CONNS ? malloc(RBUF_MAX) : NULL;
+					if (!rb) {
+						close(fd);
+						continue;
+					}
+					int one = 1;
+					setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+					C.conns[ci] =
+					    (struct conn){.fd = fd, .node = -1, .rbuf = rb};
+					struct epoll_event e = {.events = EPOLLIN,
+					                        .data.u64 = (uint64_t)ci};
+					epoll_ctl(C.epfd, EPOLL_CTL_ADD, fd, &e);
+				}
+				continue;
+			}
+			int ci = (int)evs[i].data.u64;
+			if (C.conns[ci].fd >= 0)
+				on_readable(ci);
+		}
+		check_liveness();
+	}
+	for (int i = 0; i < MAX_CONNS; i++)
+		close_conn(i);
+	close(C.lfd);
+	close(C.epfd);
+	free(table_body);
+	logf_("stopped at epoch %llu (refused %llu frames)", (unsigned long long)C.epoch,
+	      (unsigned long long)C.refused);
+	return 0;
+}

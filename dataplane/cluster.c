@@ -1,0 +1,234 @@
+/*
+ * The node's end of the control channel (main lcore): a TCP connection to
+ * sluice-control, registered with the main loop like any descriptor.
+ *
+ *   connect -> REGISTER (name, address, workers, weight) -> ACK (node id)
+ *   every heartbeat interval: HEARTBEAT (the epoch it routes by)
+ *   TABLE pushes: checked (MAC, sender, sequence, epoch above the current
+ *   one, a valid table naming this node), then this node's view of it is
+ *   published to the workers (tables.c)
+ *
+ * A connection that fails, or brings a frame without the cluster key, is
+ * closed and made again after a back-off; meanwhile the node serves with
+ * its last table, as it must when the controller is away.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sluice/cmsg.h"
+#include "sluiced.h"
+
+#define RBUF_CAP (SL_CMSG_BODY_MAX + 64)
+#define RECONNECT_MS 200
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void drop_conn(struct sl_cluster *c)
+{
+	if (c->fd >= 0) {
+		sl_loop_del(c->loop, c->fd);
+		close(c->fd);
+	}
+	c->fd = -1;
+	c->rlen = 0;
+	c->node->cluster.connected = false;
+	c->next_connect_ms = mono_ms() + RECONNECT_MS;
+}
+
+static int send_frame(struct sl_cluster *c, uint8_t type, const uint8_t *body, uint32_t len)
+{
+	uint8_t buf[SL_CMSG_HDR + 128 + SL_CMSG_MAC];
+	if (sl_cmsg_size(len) > sizeof(buf))
+		return -EMSGSIZE;
+	struct sl_cmsg m = {.type = type,
+	                    .sender = c->node->cluster.id,
+	                    .epoch = sl_tables_current(c->tables)->epoch,
+	                    .seq = ++c->seq,
+	                    .body = body,
+	                    .body_len = len};
+	size_t n = sl_cmsg_encode(buf, &m, c->key);
+	/* small frames into an idle socket: all or nothing */
+	return send(c->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)n ? 0 : -EIO;
+}
+
+static void install(struct sl_cluster *c, const struct sl_cmsg *m)
+{
+	static struct sl_cmsg_table t; /* main lcore only */
+	struct sl_node *nd = c->node;
+	if (m->epoch <= sl_tables_current(c->tables)->epoch ||
+	    sl_cmsg_table_decode(m->body, m->body_len, &t) != 0) {
+		nd->cluster.tables_refused++;
+		return;
+	}
+	struct sl_table *view = sl_table_alloc();
+	if (!view || sl_cmsg_table_apply(&t, m->epoch, nd->cluster.id, nd->nworkers, view) != 0 ||
+	    sl_tables_publish(c->tables, view) != 0) {
+		sl_table_free(view);
+		nd->cluster.tables_refused++;
+		return;
+	}
+	uint32_t mine = 0;
+	for (unsigned s = 0; s < SL_SLOTS; s++)
+		mine += view->core[s] != SL_CORE_ELSEWHERE;
+	nd->cluster.slots = mine;
+	nd->epoch = m->epoch;
+	nd->cluster.tables_installed++;
+}
+
+static void on_frames(struct sl_cluster *c)
+{
+	size_t off = 0;
+	while (off < c->rlen) {
+		struct sl_cmsg m;
+		size_t used;
+		enum sl_cmsg_verdict v =
+		    sl_cmsg_decode(c->rbuf + off, c->rlen - off, c->key, &m, &used);
+		if (v == SL_CMSG_SHORT)
+			break;
+		if (v != SL_CMSG_OK || m.sender != SL_CMSG_CONTROLLER ||
+		    !sl_cmsg_fresh(&c->last_ctl_seq, m.seq)) {
+			/* not from our controller, or replayed: nothing more
+			 * on this connection is believed */
+			c->node->cluster.msgs_refused++;
+			drop_conn(c);
+			return;
+		}
+		off += used;
+		if (m.type == SL_CMSG_ACK && m.body_len == 2) {
+			c->node->cluster.id = (uint16_t)(m.body[0] << 8 | m.body[1]);
+			c->node->cluster.connected = true;
+		} else if (m.type == SL_CMSG_TABLE && c->node->cluster.id) {
+			install(c, &m);
+		}
+	}
+	memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+	c->rlen -= off;
+}
+
+static void ready(struct sl_fd_handler *h, uint32_t events)
+{
+	struct sl_cluster *c = (struct sl_cluster *)h;
+	if (events & EPOLLOUT && !c->registered) {
+		int err = 0;
+		socklen_t l = sizeof(err);
+		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+		uint8_t body[80];
+		size_t n = sl_cmsg_register_encode(body, &c->reg);
+		if (err || send_frame(c, SL_CMSG_REGISTER, body, (uint32_t)n) != 0) {
+			drop_conn(c);
+			return;
+		}
+		c->registered = true;
+		c->node->cluster.connects++;
+		sl_loop_mod(c->loop, c->fd, EPOLLIN, &c->h);
+	}
+	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+		return;
+	for (;;) {
+		if (c->rlen == RBUF_CAP) {
+			c->node->cluster.msgs_refused++;
+			drop_conn(c);
+			return;
+		}
+		ssize_t r = read(c->fd, c->rbuf + c->rlen, RBUF_CAP - c->rlen);
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+			drop_conn(c);
+			return;
+		}
+		if (r < 0)
+			break;
+		c->rlen += (size_t)r;
+	}
+	on_frames(c);
+}
+
+static bool cluster_poll(struct sl_poller *p, bool *no_wait)
+{
+	struct sl_cluster *c =
+	    (struct sl_cluster *)((char *)p - offsetof(struct sl_cluster, poller));
+	(void)no_wait;
+	uint64_t now = mono_ms();
+	bool busy = false;
+	if (c->fd < 0 && now >= c->next_connect_ms) {
+		c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		int one = 1;
+		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		c->registered = false;
+		if (c->fd < 0 ||
+		    (connect(c->fd, (struct sockaddr *)&c->ctl, sizeof(c->ctl)) != 0 &&
+		     errno != EINPROGRESS) ||
+		    sl_loop_add(c->loop, c->fd, EPOLLOUT | EPOLLIN, &c->h) != 0) {
+			if (c->fd >= 0)
+				close(c->fd);
+			c->fd = -1;
+			c->next_connect_ms = now + RECONNECT_MS;
+		}
+		busy = true;
+	}
+	if (c->fd >= 0 && c->node->cluster.connected && now >= c->next_hb_ms) {
+		c->next_hb_ms = now + c->hb_ms;
+		if (send_frame(c, SL_CMSG_HEARTBEAT, NULL, 0) != 0)
+			drop_conn(c);
+	}
+	/* wake for the next heartbeat or connection attempt */
+	uint64_t next = c->fd >= 0 ? c->next_hb_ms : c->next_connect_ms;
+	int cap = next > now ? (int)(next - now) : 0;
+	if (c->loop->wait_cap_ms < 0 || cap < c->loop->wait_cap_ms)
+		c->loop->wait_cap_ms = cap;
+	return busy;
+}
+
+int sl_cluster_init(struct sl_cluster *c, const struct sl_cluster_conf *cf, struct sl_loop *loop,
+                    struct sl_tables *tables, struct sl_node *node)
+{
+	memset(c, 0, sizeof(*c));
+	c->h.ready = ready;
+	c->loop = loop;
+	c->tables = tables;
+	c->node = node;
+	c->fd = -1;
+	c->hb_ms = cf->heartbeat_ms ? cf->heartbeat_ms : 50;
+	memcpy(c->key, cf->key, SL_CMSG_KEY);
+	c->ctl = cf->controller;
+	c->reg.ip = cf->ip;
+	c->reg.port = cf->port;
+	c->reg.workers = (uint8_t)node->nworkers;
+	c->reg.weight = cf->weight;
+	snprintf(c->reg.name, sizeof(c->reg.name), "%s", cf->name);
+	/* a restarted node numbers its frames above the ones it sent before */
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	c->seq = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+	c->rbuf = malloc(RBUF_CAP);
+	if (!c->rbuf)
+		return -ENOMEM;
+	node->cluster.on = true;
+	c->poller.poll = cluster_poll;
+	sl_loop_add_poller(loop, &c->poller);
+	return 0;
+}
+
+void sl_cluster_fini(struct sl_cluster *c)
+{
+	if (c->fd >= 0) {
+		sl_loop_del(c->loop, c->fd);
+		close(c->fd);
+	}
+	c->fd = -1;
+	free(c->rbuf);
+	c->rbuf = NULL;
+}
