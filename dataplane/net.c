@@ -202,7 +202,8 @@ static struct sl_msg *handle_udp(struct sl_worker *w, struct rte_mbuf *m, struct
 	}
 	/* who may use UDP (sluice/udpguard.h): a stranger gets nothing, not
 	 * even an error, and costs no parsing */
-	enum sl_udp_class cls = sl_udp_classify(&w->net->guard, ip->src_addr);
+	enum sl_udp_class cls = pk && pk->hash ? (enum sl_udp_class)pk->cls
+	                                       : sl_udp_classify(&w->net->guard, ip->src_addr);
 	if (unlikely(cls == SL_UDP_DENIED)) {
 		w->ex.st.drops[SL_DROP_udp_not_allowed]++;
 		rte_pktmbuf_free(m);

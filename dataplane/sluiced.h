@@ -227,7 +227,8 @@ struct sl_peek {
 	uint32_t klen;
 	bool get1;
 	bool mine;
-	uint8_t pf; /* what the item prefetch step returned (SL_PF_*) */
+	uint8_t pf;  /* what the item prefetch step returned (SL_PF_*) */
+	uint8_t cls; /* a UDP request's source: enum sl_udp_class */
 };
 
 /**

@@ -36,6 +36,10 @@ static void peek_key(const struct sl_worker *w, struct rte_mbuf *m, struct sl_pe
 	if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) || ip->version_ihl != 0x45 ||
 	    ip->next_proto_id != IPPROTO_UDP || udp->dst_port != rte_cpu_to_be_16(w->net->udp_port))
 		return;
+	/* a source nobody allowed costs no prefetch (sluice/udpguard.h) */
+	pk->cls = (uint8_t)sl_udp_classify(&w->net->guard, ip->src_addr);
+	if (pk->cls == SL_UDP_DENIED)
+		return;
 	const char *p = rte_pktmbuf_mtod_offset(m, const char *, hdr);
 	/* the datagram's own length: a frame may carry Ethernet padding */
 	size_t len = m->data_len - hdr, ulen = rte_be_to_cpu_16(udp->dgram_len);

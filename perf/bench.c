@@ -23,6 +23,12 @@
  * --timeout-us is counted as a timeout and its id reused. Histogram with 32
  * sub-buckets per power of two of nanoseconds (error < 3%).
  *
+ * Flood (dpdk mode): --flood N sends, beside every measured request, N gets
+ * from forged sources drawn at random in --flood-prefix (default
+ * 198.19.0.0/16), as a reflection attack would; replies to them (the
+ * server answers the source MAC, ours) are counted apart, bytes in and out,
+ * and never measured.
+ *
  * Output: a progress line per second on a terminal, a summary on stdout and
  * with --out FILE a JSON object.
  */
@@ -70,6 +76,8 @@ struct opts {
 	char out[256];
 	char label[64];
 	char pcap[256];
+	unsigned flood;
+	uint32_t flood_net, flood_mask; /* host order */
 };
 
 static struct opts O = {
@@ -85,6 +93,8 @@ static struct opts O = {
     .window = 64,
     .timeout_us = 100000,
     .label = "run",
+    .flood_net = 0xc6130000u, /* 198.19.0.0/16 */
+    .flood_mask = 0xffff0000u,
 };
 static volatile bool quit;
 
@@ -267,6 +277,7 @@ static struct slot inflight[IDS];
 static uint16_t next_id;
 static unsigned outstanding;
 static uint64_t hz, sent, done, timeouts, bad, bytes_in;
+static uint64_t flood_sent, flood_bytes_sent, flood_replies, flood_bytes_received;
 /* from hz, once: a 64-bit division per request cost ~40 cycles */
 static uint64_t timeout_ticks, ns_per_tick_q32; /* ns per tick times 2^32 */
 
@@ -425,7 +436,15 @@ static void dpdk_rx(uint64_t now, bool measure)
 		size_t hdr = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) +
 		             sizeof(struct rte_udp_hdr);
 		struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
-		if (m->data_len >= hdr && eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+		const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)(eth + 1);
+		if (m->data_len >= hdr &&
+		    eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) &&
+		    ip->dst_addr != O.client_ip) {
+			/* a reply to a forged source of the flood */
+			flood_replies++;
+			flood_bytes_received += rte_be_to_cpu_16(ip->total_length);
+		} else if (m->data_len >= hdr &&
+		           eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
 			on_reply(rte_pktmbuf_mtod_offset(m, uint8_t *, hdr), m->data_len - hdr, now,
 			         measure);
 		rte_pktmbuf_free(m);
@@ -462,6 +481,42 @@ static void release_id(uint16_t id)
 	outstanding--;
 }
 
+/* @p n gets from forged sources in --flood-prefix (see the top). */
+static void flood(unsigned n)
+{
+	static uint64_t x = 0x2545f4914f6cdd1du;
+	struct rte_mbuf *tx[BURST];
+	while (n) {
+		unsigned b = n < BURST ? n : BURST, built = 0;
+		for (; built < b; built++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			struct rte_mbuf *m = build_pkt(false, (uint32_t)(x >> 40) % O.keys, 0);
+			if (!m)
+				break;
+			struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(
+			    m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
+			uint32_t src =
+			    rte_cpu_to_be_32(O.flood_net | ((uint32_t)x & ~O.flood_mask));
+			ip->src_addr = src;
+			ip->hdr_checksum = sl_ipv4_cksum(ip->total_length, 0, REQUEST_TTL,
+			                                 IPPROTO_UDP, src, O.server_ip);
+			tx[built] = m;
+		}
+		uint16_t s = rte_eth_tx_burst(0, 0, tx, (uint16_t)built);
+		for (unsigned i = 0; i < s; i++)
+			flood_bytes_sent +=
+			    rte_pktmbuf_pkt_len(tx[i]) - sizeof(struct rte_ether_hdr);
+		for (unsigned i = s; i < built; i++)
+			rte_pktmbuf_free(tx[i]);
+		flood_sent += s;
+		if (s < built || built < b)
+			return; /* the link is full: the flood yields */
+		n -= b;
+	}
+}
+
 /* Send up to @p max requests now; returns how many. */
 static unsigned dpdk_send(unsigned max, bool preload, uint32_t *pk)
 {
@@ -479,6 +534,8 @@ static unsigned dpdk_send(unsigned max, bool preload, uint32_t *pk)
 	for (unsigned i = s; i < n; i++)
 		release_id(p[i].id); /* never left */
 	sent += s;
+	if (O.flood && !preload)
+		flood(s * O.flood);
 	return s;
 }
 
@@ -669,12 +726,16 @@ static void measure(void)
 			    "\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,"
 			    "\"max_us\":%.2f,\"keys\":%u,\"key_size\":%u,\"value_size\":%u,"
 			    "\"get_ratio\":%.3f,\"zipf\":%.2f,\"multiget\":%u,\"window\":%u,"
-			    "\"rate\":%.0f,\"cdf\":[",
+			    "\"rate\":%.0f,\"flood\":%u,\"flood_sent\":%lu,"
+			    "\"flood_bytes_sent\":%lu,\"flood_replies\":%lu,"
+			    "\"flood_bytes_received\":%lu,\"cdf\":[",
 			    O.label, O.mode, ops, (unsigned long)done, (unsigned long)sent,
 			    (unsigned long)timeouts, (unsigned long)bad, el, hist_q(0.5),
 			    hist_q(0.9), hist_q(0.99), hist_q(0.999), lat_max / 1000.0, O.keys,
 			    O.key_size, O.value_size, O.get_ratio, O.zipf, O.multiget, O.window,
-			    O.rate);
+			    O.rate, O.flood, (unsigned long)flood_sent,
+			    (unsigned long)flood_bytes_sent, (unsigned long)flood_replies,
+			    (unsigned long)flood_bytes_received);
 			static const double qs[] = {0.01, 0.05, 0.1, 0.2,  0.3,  0.4,   0.5,   0.6,
 			                            0.7,  0.8,  0.9, 0.95, 0.99, 0.995, 0.999, 1.0};
 			for (unsigned i = 0; i < sizeof(qs) / sizeof(qs[0]); i++)
@@ -694,13 +755,29 @@ static void on_sig(int s)
 static int parse(int argc, char **argv)
 {
 	static const struct option lo[] = {
-	    {"mode", 1, 0, 'm'},       {"server", 1, 0, 's'},     {"server-ip", 1, 0, 'S'},
-	    {"client-ip", 1, 0, 'C'},  {"port", 1, 0, 'p'},       {"keys", 1, 0, 'k'},
-	    {"key-size", 1, 0, 'K'},   {"value-size", 1, 0, 'v'}, {"get-ratio", 1, 0, 'g'},
-	    {"multiget", 1, 0, 'M'},   {"zipf", 1, 0, 'z'},       {"duration", 1, 0, 'd'},
-	    {"rate", 1, 0, 'r'},       {"window", 1, 0, 'w'},     {"preload", 0, 0, 'P'},
-	    {"timeout-us", 1, 0, 't'}, {"out", 1, 0, 'o'},        {"label", 1, 0, 'l'},
-	    {"write-pcap", 1, 0, 'W'}, {"count", 1, 0, 'c'},      {0, 0, 0, 0},
+	    {"mode", 1, 0, 'm'},
+	    {"server", 1, 0, 's'},
+	    {"server-ip", 1, 0, 'S'},
+	    {"client-ip", 1, 0, 'C'},
+	    {"port", 1, 0, 'p'},
+	    {"keys", 1, 0, 'k'},
+	    {"key-size", 1, 0, 'K'},
+	    {"value-size", 1, 0, 'v'},
+	    {"get-ratio", 1, 0, 'g'},
+	    {"multiget", 1, 0, 'M'},
+	    {"zipf", 1, 0, 'z'},
+	    {"duration", 1, 0, 'd'},
+	    {"rate", 1, 0, 'r'},
+	    {"window", 1, 0, 'w'},
+	    {"preload", 0, 0, 'P'},
+	    {"timeout-us", 1, 0, 't'},
+	    {"out", 1, 0, 'o'},
+	    {"label", 1, 0, 'l'},
+	    {"flood", 1, 0, 'F'},
+	    {"flood-prefix", 1, 0, 'X'},
+	    {"write-pcap", 1, 0, 'W'},
+	    {"count", 1, 0, 'c'},
+	    {0, 0, 0, 0},
 	};
 	int c;
 	struct in_addr ia;
@@ -759,6 +836,25 @@ static int parse(int argc, char **argv)
 		case 't':
 			O.timeout_us = (unsigned)atoi(optarg);
 			break;
+		case 'F':
+			O.flood = (unsigned)atoi(optarg);
+			break;
+		case 'X': {
+			char b[32];
+			snprintf(b, sizeof(b), "%s", optarg);
+			char *sl = strchr(b, '/');
+			int bits = sl ? atoi(sl + 1) : 32;
+			if (sl)
+				*sl = 0;
+			struct in_addr ia;
+			if (inet_pton(AF_INET, b, &ia) != 1 || bits < 1 || bits > 32) {
+				fprintf(stderr, "--flood-prefix: A.B.C.D/N\n");
+				return -1;
+			}
+			O.flood_mask = ~0u << (32 - bits);
+			O.flood_net = ntohl(ia.s_addr) & O.flood_mask;
+			break;
+		}
 		case 'o':
 			snprintf(O.out, sizeof(O.out), "%s", optarg);
 			break;
