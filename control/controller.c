@@ -79,6 +79,8 @@ static struct {
 	int epfd, lfd;
 	uint64_t seq;
 	uint64_t refused;
+	uint64_t operator_seq;                          /* sluicectl's requests: replays refused */
+	unsigned primary[MAX_NODES], backup[MAX_NODES]; /* slots per node index */
 	volatile sig_atomic_t quit;
 } C;
 
@@ -259,9 +261,18 @@ static void publish(const char *why)
 	for (unsigned s = 0; s < SL_SLOTS; s++)
 		h[s] = sl_place_slot_hash((uint16_t)s);
 	sl_placement_assign(p, h, SL_SLOTS, pr, bk);
+	memset(C.primary, 0, sizeof(C.primary));
+	memset(C.backup, 0, sizeof(C.backup));
 	for (unsigned s = 0; s < SL_SLOTS; s++) {
 		t.primary[s] = id_of[pr[s]];
 		t.backup[s] = bk[s] == SL_PLACE_NONE ? SL_CMSG_NO_NODE : id_of[bk[s]];
+	}
+	for (unsigned j = 0; j < n; j++) {
+		unsigned pj = sl_placement_find(p, C.nodes[ids[j]].reg.name);
+		for (unsigned s = 0; s < SL_SLOTS; s++) {
+			C.primary[ids[j]] += pr[s] == pj;
+			C.backup[ids[j]] += bk[s] == pj;
+		}
 	}
 	sl_placement_free(p);
 	size_t sz = sl_cmsg_table_size(n);
@@ -282,6 +293,37 @@ static void publish(const char *why)
 	}
 	logf_("epoch %llu: %u live node(s), pushed to %u (%s)", (unsigned long long)C.epoch, n,
 	      pushed, why);
+}
+
+/* sluicectl's requests: status as JSON, or the current table. */
+static int on_operator(int ci, const struct sl_cmsg *m)
+{
+	if (m->type == SL_CMSG_TABLE_GET)
+		return table_body ? send_frame(ci, SL_CMSG_TABLE, table_body, (uint32_t)table_len)
+		                  : send_frame(ci, SL_CMSG_TABLE, NULL, 0);
+	if (m->type != SL_CMSG_STATUS)
+		return -EINVAL;
+	size_t cap = 128 + (size_t)C.nnodes * 200, len = 0;
+	char *js = malloc(cap);
+	if (!js)
+		return -ENOMEM;
+	len += (size_t)snprintf(js + len, cap - len, "{\"epoch\":%llu,\"nodes\":[",
+	                        (unsigned long long)C.epoch);
+	for (unsigned i = 0; i < C.nnodes; i++) {
+		const struct node *n = &C.nodes[i];
+		char ip[INET_ADDRSTRLEN];
+		inet_ntop(AF_INET, &n->reg.ip, ip, sizeof(ip));
+		len += (size_t)snprintf(
+		    js + len, cap - len,
+		    "%s{\"id\":%u,\"name\":\"%s\",\"addr\":\"%s:%u\",\"alive\":%s,"
+		    "\"weight\":%u,\"primary_slots\":%u,\"backup_slots\":%u}",
+		    i ? "," : "", n->id, n->reg.name, ip, n->reg.port, n->alive ? "true" : "false",
+		    n->reg.weight, n->alive ? C.primary[i] : 0, n->alive ? C.backup[i] : 0);
+	}
+	len += (size_t)snprintf(js + len, cap - len, "]}");
+	int rc = send_frame(ci, SL_CMSG_STATUS, (const uint8_t *)js, (uint32_t)len);
+	free(js);
+	return rc;
 }
 
 static void on_register(int ci, const struct sl_cmsg *m)
@@ -364,6 +406,14 @@ static void on_frames(int ci)
 			on_register(ci, &m);
 			if (c->fd < 0)
 				return;
+			continue;
+		}
+		if (m.sender == SL_CMSG_OPERATOR) {
+			if (!sl_cmsg_fresh(&C.operator_seq, m.seq) || on_operator(ci, &m) != 0) {
+				C.refused++;
+				close_conn(ci);
+				return;
+			}
 			continue;
 		}
 		struct node *n = c->node >= 0 ? &C.nodes[c->node] : NULL;

@@ -11,6 +11,13 @@
  * the keys spread after the change (min, max, mean keys per node, and
  * max/mean) and what a lookup costs. 3 -> 4 nodes over 100,000 keys:
  * modulo moves about 75%, consistent hashing about 25%.
+ *
+ *   sluicectl [--controller HOST:PORT] [--key-file FILE] status [--json]
+ *   sluicectl [--controller HOST:PORT] [--key-file FILE] where KEY [--json]
+ *
+ * status and where ask sluice-control (default 127.0.0.1:7100, or
+ * $SLUICE_CONTROLLER; the key from $SLUICE_KEY_FILE) over its own
+ * authenticated frames (sluice/cmsg.h).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -20,6 +27,12 @@
 #include <string.h>
 #include <time.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sluice/cmsg.h"
 #include "sluice/placement.h"
 #include "sluice/slot.h"
 
@@ -259,17 +272,240 @@ static int ring_simulate(int argc, char **argv)
 	return 0;
 }
 
+/* ---- talking to sluice-control ------------------------------------------ */
+
+static const char *controller = "127.0.0.1:7100";
+static const char *keyfile;
+
+/* One request frame, one answer frame of type @p want: its body, malloc'd
+ * and NUL-terminated, in *out, its length in *len. */
+static int ask(uint8_t type, uint8_t want, uint8_t **out, uint32_t *len, uint64_t *epoch)
+{
+	uint8_t key[SL_CMSG_KEY];
+	const char *why;
+	if (!keyfile) {
+		fprintf(stderr, "sluicectl: no cluster key (--key-file or SLUICE_KEY_FILE)\n");
+		return -1;
+	}
+	if (sl_cmsg_read_key(keyfile, key, &why) != 0) {
+		fprintf(stderr, "sluicectl: %s: %s\n", keyfile, why);
+		return -1;
+	}
+	char host[64];
+	const char *colon = strrchr(controller, ':');
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	if (!colon || (size_t)(colon - controller) >= sizeof(host)) {
+		fprintf(stderr, "sluicectl: --controller: '%s' is not HOST:PORT\n", controller);
+		return -1;
+	}
+	memcpy(host, controller, (size_t)(colon - controller));
+	host[colon - controller] = 0;
+	sa.sin_port = htons((uint16_t)atoi(colon + 1));
+	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+		fprintf(stderr, "sluicectl: --controller: '%s' is not an IPv4 address\n", host);
+		return -1;
+	}
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct timeval tv = {5, 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		fprintf(stderr, "sluicectl: cannot reach sluice-control at %s: %s\n", controller,
+		        strerror(errno));
+		close(fd);
+		return -1;
+	}
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint8_t req[SL_CMSG_HDR + SL_CMSG_MAC];
+	struct sl_cmsg m = {.type = type,
+	                    .sender = SL_CMSG_OPERATOR,
+	                    .seq = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec};
+	size_t n = sl_cmsg_encode(req, &m, key);
+	uint8_t *buf = malloc(SL_CMSG_BODY_MAX + 64);
+	size_t have = 0;
+	int rc = -1;
+	if (!buf || send(fd, req, n, MSG_NOSIGNAL) != (ssize_t)n)
+		goto out;
+	for (;;) {
+		struct sl_cmsg a;
+		size_t used;
+		enum sl_cmsg_verdict v = sl_cmsg_decode(buf, have, key, &a, &used);
+		if (v == SL_CMSG_OK && a.type == want && a.sender == SL_CMSG_CONTROLLER) {
+			*out = malloc(a.body_len + 1);
+			if (!*out)
+				goto out;
+			memcpy(*out, a.body, a.body_len);
+			(*out)[a.body_len] = 0;
+			*len = a.body_len;
+			*epoch = a.epoch;
+			rc = 0;
+			goto out;
+		}
+		if (v != SL_CMSG_SHORT) {
+			fprintf(stderr,
+			        "sluicectl: the controller's answer was refused (wrong key?)\n");
+			goto out;
+		}
+		ssize_t r = read(fd, buf + have, SL_CMSG_BODY_MAX + 64 - have);
+		if (r <= 0) {
+			fprintf(stderr, "sluicectl: the controller closed the connection "
+			                "(a wrong cluster key?)\n");
+			goto out;
+		}
+		have += (size_t)r;
+	}
+out:
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+struct st_node {
+	unsigned id, weight, primary, backup;
+	char name[64], addr[64], alive[8];
+};
+
+/* The controller's status JSON, which it writes in exactly this layout. */
+static unsigned parse_status(const char *js, struct st_node *nodes, unsigned max)
+{
+	unsigned n = 0;
+	for (const char *p = strstr(js, "{\"id\":"); p && n < max; p = strstr(p + 1, "{\"id\":")) {
+		struct st_node *x = &nodes[n];
+		if (sscanf(
+		        p,
+		        "{\"id\":%u,\"name\":\"%63[^\"]\",\"addr\":\"%63[^\"]\",\"alive\":%7[a-z],"
+		        "\"weight\":%u,\"primary_slots\":%u,\"backup_slots\":%u}",
+		        &x->id, x->name, x->addr, x->alive, &x->weight, &x->primary,
+		        &x->backup) == 7)
+			n++;
+	}
+	return n;
+}
+
+static int status(bool json)
+{
+	uint8_t *body;
+	uint32_t len;
+	uint64_t epoch;
+	if (ask(SL_CMSG_STATUS, SL_CMSG_STATUS, &body, &len, &epoch) != 0)
+		return 1;
+	if (json) {
+		printf("%s\n", (char *)body);
+		free(body);
+		return 0;
+	}
+	static struct st_node nodes[1024];
+	unsigned n = parse_status((const char *)body, nodes, 1024);
+	printf("epoch %llu, %u node(s)\n\n", (unsigned long long)epoch, n);
+	printf("%-4s %-16s %-22s %-6s %6s %8s %8s\n", "id", "name", "address", "alive", "weight",
+	       "primary", "backup");
+	for (unsigned i = 0; i < n; i++)
+		printf("%-4u %-16s %-22s %-6s %6u %8u %8u\n", nodes[i].id, nodes[i].name,
+		       nodes[i].addr, strcmp(nodes[i].alive, "true") == 0 ? "yes" : "no",
+		       nodes[i].weight, nodes[i].primary, nodes[i].backup);
+	free(body);
+	return 0;
+}
+
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+static int where(const char *key, bool json)
+{
+	uint8_t *st, *tb;
+	uint32_t sl, tl;
+	uint64_t e1, epoch;
+	if (ask(SL_CMSG_STATUS, SL_CMSG_STATUS, &st, &sl, &e1) != 0)
+		return 1;
+	if (ask(SL_CMSG_TABLE_GET, SL_CMSG_TABLE, &tb, &tl, &epoch) != 0) {
+		free(st);
+		return 1;
+	}
+	static struct sl_cmsg_table t;
+	static struct st_node nodes[1024];
+	unsigned n = parse_status((const char *)st, nodes, 1024);
+	if (sl_cmsg_table_decode(tb, tl, &t) != 0) {
+		fprintf(stderr, "sluicectl: the controller has no slot table yet\n");
+		free(st);
+		free(tb);
+		return 1;
+	}
+	uint16_t slot = sl_slot_of(sl_key_hash(key, strlen(key)));
+	const char *pn = NULL, *bn = NULL;
+	for (unsigned i = 0; i < n; i++) {
+		if (nodes[i].id == t.primary[slot])
+			pn = nodes[i].name;
+		if (nodes[i].id == t.backup[slot])
+			bn = nodes[i].name;
+	}
+	if (json) {
+		printf("{\"key\":");
+		json_str(key);
+		printf(",\"slot\":%u,\"epoch\":%llu,\"primary\":", slot, (unsigned long long)epoch);
+		if (pn)
+			json_str(pn);
+		else
+			printf("null");
+		printf(",\"backup\":");
+		if (bn)
+			json_str(bn);
+		else
+			printf("null");
+		printf("}\n");
+	} else {
+		printf("key %s: slot %u, epoch %llu, primary %s, backup %s\n", key, slot,
+		       (unsigned long long)epoch, pn ? pn : "-", bn ? bn : "-");
+	}
+	free(st);
+	free(tb);
+	return 0;
+}
+
 static void usage(void)
 {
 	fprintf(stderr,
 	        "usage: sluicectl ring simulate --nodes N (--add K | --remove K) [--keys M]\n"
-	        "                 [--vnodes V] [--epsilon E] [--json] [--png FILE]\n");
+	        "                 [--vnodes V] [--epsilon E] [--json] [--png FILE]\n"
+	        "       sluicectl [--controller HOST:PORT] [--key-file FILE] status [--json]\n"
+	        "       sluicectl [--controller HOST:PORT] [--key-file FILE] where KEY [--json]\n");
 }
 
 int main(int argc, char **argv)
 {
+	if (getenv("SLUICE_CONTROLLER"))
+		controller = getenv("SLUICE_CONTROLLER");
+	keyfile = getenv("SLUICE_KEY_FILE");
+	int i = 1;
+	while (i + 1 < argc && argv[i][0] == '-') {
+		if (strcmp(argv[i], "--controller") == 0)
+			controller = argv[i + 1];
+		else if (strcmp(argv[i], "--key-file") == 0)
+			keyfile = argv[i + 1];
+		else
+			break;
+		i += 2;
+	}
+	argc -= i - 1;
+	argv += i - 1;
 	if (argc >= 3 && strcmp(argv[1], "ring") == 0 && strcmp(argv[2], "simulate") == 0)
 		return ring_simulate(argc - 2, argv + 2);
+	bool json = argc >= 3 && strcmp(argv[argc - 1], "--json") == 0;
+	if (argc == 2 + json && strcmp(argv[1], "status") == 0)
+		return status(json);
+	if (argc == 3 + json && strcmp(argv[1], "where") == 0)
+		return where(argv[2], json);
 	usage();
 	return 2;
 }

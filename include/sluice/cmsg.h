@@ -32,6 +32,11 @@
  *   | ipv4 (4) | port u16 | workers u8 | weight u8 | name length u8 | name |
  *   SL_CMSG_ACK body (controller -> node): | node id u16 |
  *   SL_CMSG_HEARTBEAT: no body; the epoch is the table the node routes by.
+ *   SL_CMSG_STATUS (sluicectl -> controller): no body; answered with a
+ *   STATUS frame whose body is JSON: {"epoch": E, "nodes": [{"id", "name",
+ *   "addr", "alive", "weight", "primary_slots", "backup_slots"}]}.
+ *   SL_CMSG_TABLE_GET (sluicectl -> controller): answered with the current
+ *   TABLE push.
  *
  * A slot table is the same for every node; each derives its own view
  * (sl_cmsg_table_apply): its slots SERVING, dealt round-robin to its
@@ -59,7 +64,12 @@ enum sl_cmsg_type {
 	SL_CMSG_HEARTBEAT = 2,
 	SL_CMSG_TABLE = 3,
 	SL_CMSG_ACK = 4,
+	SL_CMSG_STATUS = 5,    /* operator -> controller: no body; the answer: JSON */
+	SL_CMSG_TABLE_GET = 6, /* operator -> controller: answered with SL_CMSG_TABLE */
 };
+
+/* The sender id of an operator's tool (sluicectl). */
+#define SL_CMSG_OPERATOR 0xfffffffeu
 
 struct sl_cmsg {
 	uint8_t type;

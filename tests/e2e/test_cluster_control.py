@@ -219,3 +219,44 @@ def test_frames_without_the_key_are_refused(cluster, tmp_path):
     finally:
         n.stop()
         lst.close()
+
+
+SLUICECTL = os.path.join(BUILD, "sluicectl")
+
+
+def ctl_cmd(ctl, *args, key=None):
+    import json
+    r = subprocess.run([SLUICECTL, "--controller", f"127.0.0.1:{ctl.port}", "--key-file",
+                        key or ctl.key, *args], capture_output=True, text=True, timeout=30)
+    return r
+
+
+def test_sluicectl_status_and_where(cluster, tmp_path):
+    import json
+    ctl, nodes, _ = cluster
+    r = ctl_cmd(ctl, "status", "--json")
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert st["epoch"] == cstats(nodes[0])["epoch"]
+    alive = [n for n in st["nodes"] if n["alive"]]
+    assert sorted(n["name"] for n in alive) == ["n1", "n2", "n3"]
+    assert sum(n["primary_slots"] for n in alive) == 16384
+    assert sum(n["backup_slots"] for n in alive) == 16384
+    by_name = {n["name"]: n for n in st["nodes"]}
+    for i, n in enumerate(nodes):
+        assert by_name[f"n{i + 1}"]["primary_slots"] == cstats(n)["slots_owned"]
+        assert by_name[f"n{i + 1}"]["addr"] == f"{n.ip}:11211"
+    table = ctl_cmd(ctl, "status").stdout
+    assert "n1" in table and "primary" in table
+    own = owners(nodes, [f"w{i}" for i in range(20)])
+    for k, (i,) in own.items():
+        w = json.loads(ctl_cmd(ctl, "where", k, "--json").stdout)
+        assert w["key"] == k and w["epoch"] == st["epoch"]
+        assert w["primary"] == f"n{i + 1}"
+        assert w["backup"] in ("n1", "n2", "n3") and w["backup"] != w["primary"]
+        assert 0 <= w["slot"] < 16384
+    bad = tmp_path / "bad.key"
+    bad.write_text("ab" * 32)
+    os.chmod(bad, 0o600)
+    r = ctl_cmd(ctl, "status", key=str(bad))
+    assert r.returncode != 0 and "key" in r.stderr
