@@ -246,11 +246,10 @@ static void publish(const char *why)
 		return;
 	memset(&t, 0, sizeof(t));
 	/* placement orders nodes by name: map its indices back */
-	uint16_t id_of[MAX_NODES];
+	uint16_t idx_of[MAX_NODES]; /* placement's index -> index in C.nodes */
 	for (unsigned j = 0; j < n; j++) {
 		unsigned idx = ids[j];
-		unsigned pj = sl_placement_find(p, C.nodes[idx].reg.name);
-		id_of[pj] = C.nodes[idx].id;
+		idx_of[sl_placement_find(p, C.nodes[idx].reg.name)] = (uint16_t)idx;
 		t.node[j] = (struct sl_cmsg_node){.id = C.nodes[idx].id,
 		                                  .ip = C.nodes[idx].reg.ip,
 		                                  .port = C.nodes[idx].reg.port,
@@ -264,14 +263,13 @@ static void publish(const char *why)
 	memset(C.primary, 0, sizeof(C.primary));
 	memset(C.backup, 0, sizeof(C.backup));
 	for (unsigned s = 0; s < SL_SLOTS; s++) {
-		t.primary[s] = id_of[pr[s]];
-		t.backup[s] = bk[s] == SL_PLACE_NONE ? SL_CMSG_NO_NODE : id_of[bk[s]];
-	}
-	for (unsigned j = 0; j < n; j++) {
-		unsigned pj = sl_placement_find(p, C.nodes[ids[j]].reg.name);
-		for (unsigned s = 0; s < SL_SLOTS; s++) {
-			C.primary[ids[j]] += pr[s] == pj;
-			C.backup[ids[j]] += bk[s] == pj;
+		unsigned a = idx_of[pr[s]];
+		t.primary[s] = C.nodes[a].id;
+		C.primary[a]++;
+		t.backup[s] = SL_CMSG_NO_NODE;
+		if (bk[s] != SL_PLACE_NONE) {
+			t.backup[s] = C.nodes[idx_of[bk[s]]].id;
+			C.backup[idx_of[bk[s]]]++;
 		}
 	}
 	sl_placement_free(p);
@@ -470,16 +468,9 @@ static void check_liveness(void)
 
 static int listen_on(const char *hostport)
 {
-	char host[64];
-	const char *colon = strrchr(hostport, ':');
-	if (!colon || (size_t)(colon - hostport) >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, hostport, (size_t)(colon - hostport));
-	host[colon - hostport] = 0;
-	char *end;
-	long port = strtol(colon + 1, &end, 10);
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-	if (*end || port < 1 || port > 65535 || inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+	struct sockaddr_in sa;
+	char bad[128];
+	if (sl_hostport_parse(hostport, &sa, bad, sizeof(bad)) != 0)
 		return -EINVAL;
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int one = 1;

@@ -291,18 +291,12 @@ static int ask(uint8_t type, uint8_t want, uint8_t **out, uint32_t *len, uint64_
 		fprintf(stderr, "sluicectl: %s: %s\n", keyfile, why);
 		return -1;
 	}
-	char host[64];
-	const char *colon = strrchr(controller, ':');
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	if (!colon || (size_t)(colon - controller) >= sizeof(host)) {
-		fprintf(stderr, "sluicectl: --controller: '%s' is not HOST:PORT\n", controller);
-		return -1;
-	}
-	memcpy(host, controller, (size_t)(colon - controller));
-	host[colon - controller] = 0;
-	sa.sin_port = htons((uint16_t)atoi(colon + 1));
-	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-		fprintf(stderr, "sluicectl: --controller: '%s' is not an IPv4 address\n", host);
+	struct sockaddr_in sa;
+	char bad[128];
+	if (sl_hostport_parse(controller, &sa, bad, sizeof(bad)) != 0) {
+		fprintf(stderr,
+		        "sluicectl: --controller: '%s' is wrong in '%s' (want A.B.C.D:PORT)\n", bad,
+		        controller);
 		return -1;
 	}
 	int fd = socket(AF_INET, SOCK_STREAM, 0);

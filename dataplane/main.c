@@ -130,6 +130,17 @@ static int num_arg(const char *opt, const char *s, unsigned long min, unsigned l
 	return 0;
 }
 
+/* HOST:PORT for option @p opt, or a message quoting the part that is wrong. */
+static int hostport_arg(const char *opt, const char *s, struct sockaddr_in *out)
+{
+	char bad[128];
+	if (sl_hostport_parse(s, out, bad, sizeof(bad)) == 0)
+		return 0;
+	fprintf(stderr, "sluiced: --%s: '%s' is wrong in '%s' (want A.B.C.D:PORT, port 1-65535)\n",
+	        opt, bad, s);
+	return -1;
+}
+
 /* A network namespace or interface name: what ip(8) and the kernel accept
  * as a name, and nothing a command line could read otherwise. */
 static bool safe_name(const char *s, size_t max)
@@ -221,24 +232,11 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 				c->tcp_on = false;
 				break;
 			}
-			char *colon = strrchr(optarg, ':');
-			struct in_addr ia;
-			if (!colon || colon == optarg ||
-			    (size_t)(colon - optarg) >= sizeof(c->tcp_host)) {
-				fprintf(stderr, "sluiced: --tcp: '%s' is not HOST:PORT or off\n",
-				        optarg);
+			struct sockaddr_in sa;
+			if (hostport_arg("tcp", optarg, &sa))
 				return -1;
-			}
-			memcpy(c->tcp_host, optarg, (size_t)(colon - optarg));
-			c->tcp_host[colon - optarg] = 0;
-			if (inet_pton(AF_INET, c->tcp_host, &ia) != 1) {
-				fprintf(stderr, "sluiced: --tcp: '%s' is not an IPv4 address\n",
-				        c->tcp_host);
-				return -1;
-			}
-			if (num_arg("tcp (port)", colon + 1, 1, 65535, &v))
-				return -1;
-			c->tcp_port = (uint16_t)v;
+			inet_ntop(AF_INET, &sa.sin_addr, c->tcp_host, sizeof(c->tcp_host));
+			c->tcp_port = ntohs(sa.sin_port);
 			break;
 		}
 		case 'm':
@@ -297,29 +295,11 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 			}
 			c->trust_given |= o == 'T';
 			break;
-		case 'C': {
-			char host[64];
-			const char *colon = strrchr(optarg, ':');
-			c->cl.controller.sin_family = AF_INET;
-			if (!colon || (size_t)(colon - optarg) >= sizeof(host)) {
-				fprintf(stderr, "sluiced: --controller: '%s' is not HOST:PORT\n",
-				        optarg);
+		case 'C':
+			if (hostport_arg("controller", optarg, &c->cl.controller))
 				return -1;
-			}
-			memcpy(host, optarg, (size_t)(colon - optarg));
-			host[colon - optarg] = 0;
-			if (inet_pton(AF_INET, host, &c->cl.controller.sin_addr) != 1) {
-				fprintf(stderr,
-				        "sluiced: --controller: '%s' is not an IPv4 address\n",
-				        host);
-				return -1;
-			}
-			if (num_arg("controller (port)", colon + 1, 1, 65535, &v))
-				return -1;
-			c->cl.controller.sin_port = htons((uint16_t)v);
 			c->cluster = true;
 			break;
-		}
 		case 'K': {
 			const char *why;
 			if (sl_cmsg_read_key(optarg, c->cl.key, &why) != 0) {
@@ -396,10 +376,10 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 	c->cl.port = c->udp_port;
 	if (have_ip && !c->trust_given) {
 		/* by default only the node's own network is trusted */
-		uint32_t mask = c->prefix ? ~UINT32_C(0) << (32 - c->prefix) : 0;
-		c->guard.trust.n = 1;
-		c->guard.trust.mask[0] = mask;
-		c->guard.trust.net[0] = ntohl(c->ip) & mask;
+		char own[INET_ADDRSTRLEN + 4];
+		inet_ntop(AF_INET, &c->ip, own, INET_ADDRSTRLEN);
+		snprintf(own + strlen(own), 4, "/%u", c->prefix % 33);
+		sl_prefixes_parse(&c->guard.trust, own, false);
 	}
 	if (c->exc_netns[0] && c->exc_port < 0) {
 		fprintf(stderr, "sluiced: --exception-netns needs --exception-port\n");

@@ -428,8 +428,7 @@ void sl_store_observe(struct sl_store *s, const struct sl_store_observer *o)
 void sl_store_note(struct sl_store *s, enum sl_change_kind kind, const struct sl_item *it,
                    uint64_t hash)
 {
-	if (s->obs.fn)
-		report(s, kind, it, hash);
+	report(s, kind, it, hash);
 }
 
 /* Take the item at index entry @p e out of the store and free it. */

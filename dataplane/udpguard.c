@@ -65,8 +65,9 @@ int sl_prefixes_parse(struct sl_prefixes *l, const char *s, bool any_ok)
 		if (inet_pton(AF_INET, buf, &ia) != 1)
 			return -EINVAL;
 		uint32_t mask = bits ? ~UINT32_C(0) << (32 - bits) : 0;
-		out.mask[out.n] = mask;
-		out.net[out.n++] = ntohl(ia.s_addr) & mask;
+		/* kept in network order: a packet's address is matched as it is */
+		out.mask[out.n] = htonl(mask);
+		out.net[out.n++] = ia.s_addr & htonl(mask);
 		s += len;
 		if (comma)
 			s++;

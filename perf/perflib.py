@@ -9,6 +9,28 @@ import sys
 import time
 
 
+def memif_bench(bench, eal, prefix, sock, args, out, quiet=False):
+    """sluice-bench on CPU 1 as the memif client of @sock, 198.18.0.2 asking
+    198.18.0.1, writing its JSON to @out; returns it."""
+    import json
+    cmd = ["taskset", "-c", "1", bench] + eal + ["--file-prefix", prefix, "--lcores", "0@1",
+                                                 "--vdev", f"net_memif0,role=client,socket={sock}",
+                                                 "--", "--mode", "dpdk", "--server-ip", "198.18.0.1",
+                                                 "--client-ip", "198.18.0.2", "--out", out] + args
+    for attempt in range(3):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        # a memif server sometimes refuses a client right after the last
+        # one left; try again
+        if r.returncode == 0 or "Failed to connect socket" not in r.stderr + r.stdout:
+            break
+        time.sleep(1)
+    if r.returncode != 0:
+        sys.exit(f"sluice-bench failed: {r.stdout}{r.stderr}")
+    if not quiet:
+        print("   ", [l for l in r.stdout.splitlines() if ": " in l and "ops/s" in l][-1], flush=True)
+    return json.load(open(out))
+
+
 def start(cmd, ready=None, log=None, env=None):
     """Start @cmd with its output in @log; wait until @ready appears there
     (or briefly, when no marker is given). Exits if the process dies."""

@@ -175,4 +175,12 @@ int sl_cmsg_register_decode(const uint8_t *body, uint32_t len, struct sl_cmsg_re
  */
 int sl_cmsg_read_key(const char *path, uint8_t key[SL_CMSG_KEY], const char **why);
 
+struct sockaddr_in;
+/**
+ * Parse "A.B.C.D:PORT" (port 1-65535) into @p out. @return 0, or -EINVAL
+ * with the part that is wrong (the whole, the address or the port) copied
+ * into @p bad for the caller's message.
+ */
+int sl_hostport_parse(const char *s, struct sockaddr_in *out, char *bad, size_t badlen);
+
 #endif

@@ -53,8 +53,8 @@
 struct sl_prefixes {
 	bool any;
 	unsigned n;
-	uint32_t net[SL_PREFIXES_MAX];  /* host order, masked */
-	uint32_t mask[SL_PREFIXES_MAX]; /* host order */
+	uint32_t net[SL_PREFIXES_MAX];  /* network order, masked */
+	uint32_t mask[SL_PREFIXES_MAX]; /* network order */
 };
 
 /**
@@ -66,9 +66,8 @@ int sl_prefixes_parse(struct sl_prefixes *l, const char *s, bool any_ok);
 /** Is @p ip (network order) in @p l? */
 static inline bool sl_prefixes_match(const struct sl_prefixes *l, uint32_t ip)
 {
-	uint32_t h = __builtin_bswap32(ip);
 	for (unsigned i = 0; i < l->n; i++)
-		if ((h & l->mask[i]) == l->net[i])
+		if ((ip & l->mask[i]) == l->net[i])
 			return true;
 	return l->any;
 }
