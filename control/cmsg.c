@@ -9,7 +9,7 @@
 
 static const uint8_t MAGIC[4] = {'S', 'L', 'C', '1'};
 #define VERSION 1
-#define NODE_ENTRY 12
+#define NODE_ENTRY 20
 #define SLOT_ENTRY 4
 
 static void put16(uint8_t *p, uint16_t v)
@@ -113,9 +113,11 @@ size_t sl_cmsg_table_encode(uint8_t *out, const struct sl_cmsg_table *t)
 		put16(p, nd->id);
 		memcpy(p + 2, &nd->ip, 4); /* already network order */
 		put16(p + 6, nd->port);
-		p[8] = nd->workers;
-		p[9] = nd->weight;
-		put16(p + 10, 0);
+		put16(p + 8, nd->cport);
+		memcpy(p + 10, nd->mac, 6);
+		p[16] = nd->workers;
+		p[17] = nd->weight;
+		put16(p + 18, 0);
 	}
 	for (unsigned s = 0; s < SL_SLOTS; s++, p += SLOT_ENTRY) {
 		put16(p, t->primary[s]);
@@ -149,10 +151,12 @@ int sl_cmsg_table_decode(const uint8_t *body, uint32_t len, struct sl_cmsg_table
 		nd->id = get16(p);
 		memcpy(&nd->ip, p + 2, 4);
 		nd->port = get16(p + 6);
-		nd->workers = p[8];
-		nd->weight = p[9];
+		nd->cport = get16(p + 8);
+		memcpy(nd->mac, p + 10, 6);
+		nd->workers = p[16];
+		nd->weight = p[17];
 		if (nd->id == SL_CMSG_NO_NODE || (seen[nd->id / 8] & (1u << (nd->id % 8))) ||
-		    get16(p + 10) != 0 || nd->workers == 0)
+		    get16(p + 18) != 0 || nd->workers == 0)
 			return -EINVAL;
 		seen[nd->id / 8] |= (uint8_t)(1u << (nd->id % 8));
 	}
@@ -187,6 +191,16 @@ int sl_cmsg_table_apply(const struct sl_cmsg_table *t, uint64_t epoch, uint16_t 
 			out->state[s] = SL_SLOT_REMOTE;
 		}
 	}
+	for (unsigned i = 0; i < t->n && out->npeers < SL_PEERS_MAX; i++) {
+		const struct sl_cmsg_node *nd = &t->node[i];
+		if (nd->id == self)
+			continue;
+		struct sl_peer *p = &out->peer[out->npeers++];
+		p->id = nd->id;
+		p->ip = nd->ip;
+		p->cport = (uint16_t)(nd->cport >> 8 | nd->cport << 8); /* network order */
+		memcpy(p->mac, nd->mac, 6);
+	}
 	return sl_table_seal(out);
 }
 
@@ -195,29 +209,34 @@ size_t sl_cmsg_register_encode(uint8_t *out, const struct sl_cmsg_register *r)
 	size_t n = strnlen(r->name, sizeof(r->name) - 1);
 	memcpy(out, &r->ip, 4);
 	put16(out + 4, r->port);
-	out[6] = r->workers;
-	out[7] = r->weight;
-	out[8] = (uint8_t)n;
-	memcpy(out + 9, r->name, n);
-	return 9 + n;
+	put16(out + 6, r->cport);
+	memcpy(out + 8, r->mac, 6);
+	out[14] = r->workers;
+	out[15] = r->weight;
+	out[16] = (uint8_t)n;
+	memcpy(out + 17, r->name, n);
+	return 17 + n;
 }
 
 int sl_cmsg_register_decode(const uint8_t *body, uint32_t len, struct sl_cmsg_register *r)
 {
-	if (len < 10 || len != 9u + body[8] || body[8] >= sizeof(r->name) || !body[6] || !body[7])
+	if (len < 18 || len != 17u + body[16] || body[16] >= sizeof(r->name) || !body[14] ||
+	    !body[15])
 		return -EINVAL;
 	memcpy(&r->ip, body, 4);
 	r->port = get16(body + 4);
-	r->workers = body[6];
-	r->weight = body[7];
-	for (unsigned i = 0; i < body[8]; i++) {
-		char c = (char)body[9 + i];
+	r->cport = get16(body + 6);
+	memcpy(r->mac, body + 8, 6);
+	r->workers = body[14];
+	r->weight = body[15];
+	for (unsigned i = 0; i < body[16]; i++) {
+		char c = (char)body[17 + i];
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 		      c == '-' || c == '_' || c == '.'))
 			return -EINVAL;
 		r->name[i] = c;
 	}
-	r->name[body[8]] = 0;
+	r->name[body[16]] = 0;
 	return 0;
 }
 

@@ -123,8 +123,11 @@ static int save_state(void)
 	for (unsigned i = 0; i < C.nnodes; i++) {
 		char ip[INET_ADDRSTRLEN];
 		inet_ntop(AF_INET, &C.nodes[i].reg.ip, ip, sizeof(ip));
-		fprintf(f, "node %u %s %s %u %u %u\n", C.nodes[i].id, C.nodes[i].reg.name, ip,
-		        C.nodes[i].reg.port, C.nodes[i].reg.workers, C.nodes[i].reg.weight);
+		const uint8_t *mac = C.nodes[i].reg.mac;
+		fprintf(f, "node %u %s %s %u %u %u %u %02x:%02x:%02x:%02x:%02x:%02x\n",
+		        C.nodes[i].id, C.nodes[i].reg.name, ip, C.nodes[i].reg.port,
+		        C.nodes[i].reg.workers, C.nodes[i].reg.weight, C.nodes[i].reg.cport, mac[0],
+		        mac[1], mac[2], mac[3], mac[4], mac[5]);
 	}
 	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
 		fclose(f);
@@ -142,12 +145,13 @@ static int load_state(void)
 	char line[512];
 	while (fgets(line, sizeof(line), f)) {
 		unsigned long long e;
-		unsigned id, port, workers, weight;
+		unsigned id, port, workers, weight, cport, mac[6];
 		char name[64], ip[64];
 		if (sscanf(line, "epoch %llu", &e) == 1) {
 			C.epoch = e;
-		} else if (sscanf(line, "node %u %63s %63s %u %u %u", &id, name, ip, &port,
-		                  &workers, &weight) == 6 &&
+		} else if (sscanf(line, "node %u %63s %63s %u %u %u %u %x:%x:%x:%x:%x:%x", &id, name,
+		                  ip, &port, &workers, &weight, &cport, &mac[0], &mac[1], &mac[2],
+		                  &mac[3], &mac[4], &mac[5]) == 13 &&
 		           C.nnodes < MAX_NODES && id < SL_CMSG_NO_NODE) {
 			struct node *n = &C.nodes[C.nnodes++];
 			memset(n, 0, sizeof(*n));
@@ -157,6 +161,9 @@ static int load_state(void)
 			n->reg.port = (uint16_t)port;
 			n->reg.workers = (uint8_t)workers;
 			n->reg.weight = (uint8_t)weight;
+			n->reg.cport = (uint16_t)cport;
+			for (unsigned k = 0; k < 6; k++)
+				n->reg.mac[k] = (uint8_t)mac[k];
 			n->conn = -1;
 			/* known, not yet heard from: alive only once it says so */
 		} else {
@@ -253,8 +260,10 @@ static void publish(const char *why)
 		t.node[j] = (struct sl_cmsg_node){.id = C.nodes[idx].id,
 		                                  .ip = C.nodes[idx].reg.ip,
 		                                  .port = C.nodes[idx].reg.port,
+		                                  .cport = C.nodes[idx].reg.cport,
 		                                  .workers = C.nodes[idx].reg.workers,
 		                                  .weight = C.nodes[idx].reg.weight};
+		memcpy(t.node[j].mac, C.nodes[idx].reg.mac, 6);
 	}
 	t.n = n;
 	for (unsigned s = 0; s < SL_SLOTS; s++)
@@ -358,7 +367,8 @@ static void on_register(int ci, const struct sl_cmsg *m)
 	if (n->conn >= 0 && n->conn != ci)
 		close_conn(n->conn); /* the node came back on a new connection */
 	bool changed = !n->alive || n->reg.ip != r.ip || n->reg.weight != r.weight ||
-	               n->reg.workers != r.workers || n->reg.port != r.port;
+	               n->reg.workers != r.workers || n->reg.port != r.port ||
+	               n->reg.cport != r.cport || memcmp(n->reg.mac, r.mac, 6) != 0;
 	n->reg = r;
 	n->conn = ci;
 	n->last_seq = m->seq;

@@ -206,6 +206,8 @@ int sl_cluster_init(struct sl_cluster *c, const struct sl_cluster_conf *cf, stru
 	c->ctl = cf->controller;
 	c->reg.ip = cf->ip;
 	c->reg.port = cf->port;
+	c->reg.cport = cf->cport;
+	memcpy(c->reg.mac, cf->mac, 6);
 	c->reg.workers = (uint8_t)node->nworkers;
 	c->reg.weight = cf->weight;
 	snprintf(c->reg.name, sizeof(c->reg.name), "%s", cf->name);

@@ -1087,6 +1087,11 @@ static void stats_general(struct sl_exec *ex, struct sl_buf *o, uint32_t now)
 	}
 	stat_u(o, "slot_table_epoch", n->epoch);
 	stat_u(o, "not_served", s.not_served);
+	stat_u(o, "forwarded_out", s.fwd_out);
+	stat_u(o, "forwarded_in", s.fwd_in);
+	stat_u(o, "forward_timeouts", s.fwd_timeouts);
+	stat_u(o, "forward_refused", s.fwd_refused);
+	stat_u(o, "forwarded_in_stale_epoch", s.fwd_stale);
 	stat_u(o, "reply_oom", s.reply_oom);
 	stat_u(o, "backlog_waits", s.backlog_waits);
 	stat_u(o, "tcp_admission_waits", s.tcp_admission_waits);
@@ -1136,6 +1141,11 @@ static void stats_cluster(struct sl_exec *ex, struct sl_buf *o)
 	stat_u(o, "messages_refused", n->cluster.msgs_refused);
 	stat_u(o, "controller_connects", n->cluster.connects);
 	stat_u(o, "not_served", s.not_served);
+	stat_u(o, "forwarded_out", s.fwd_out);
+	stat_u(o, "forwarded_in", s.fwd_in);
+	stat_u(o, "forward_timeouts", s.fwd_timeouts);
+	stat_u(o, "forward_refused", s.fwd_refused);
+	stat_u(o, "forwarded_in_stale_epoch", s.fwd_stale);
 	put_line(o, "END");
 }
 
@@ -1555,6 +1565,83 @@ enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t 
 		ex->st.bytes_read += r.consumed;
 	}
 	return SL_EXEC_DONE;
+}
+
+/* Keys of one get line forwarded in one message at most: the owner's
+ * reply stays bounded, and the line well below any line limit. */
+#define REMOTE_RUN_KEYS 64
+#define REMOTE_RUN_BYTES 1800
+
+int sl_exec_remote_req(struct sl_exec *ex, struct sl_conv *c, unsigned node, struct sl_buf *fwd)
+{
+	struct sl_req r;
+	fwd->len = 0;
+	fwd->err = false;
+	sl_parse(c->in + c->off, c->in_len - c->off, ex->node->max_item, &r);
+	if (r.cmd == SL_CMD_GET || r.cmd == SL_CMD_GETS || r.cmd == SL_CMD_GAT ||
+	    r.cmd == SL_CMD_GATS) {
+		/* the verb (and gat's exptime), then the keys from where the
+		 * conversation stopped that the same node owns */
+		sl_buf_put(fwd, r.line.p, (size_t)(r.keys.p - r.line.p));
+		uint32_t pos = c->key_pos, end = pos;
+		unsigned n = 0;
+		for (;;) {
+			struct sl_tok k = sl_next_key(&r, &pos);
+			if (!k.len || n == REMOTE_RUN_KEYS || (n && fwd->len + k.len > REMOTE_RUN_BYTES))
+				break;
+			uint64_t h = n ? sl_key_hash(k.p, k.len) : key_hash(c, k);
+			if (sl_slot_owner(ex->table, h) != SL_CORE_ELSEWHERE ||
+			    ex->table->node[sl_slot_of(h)] != node)
+				break;
+			if (n++)
+				sl_buf_put(fwd, " ", 1);
+			sl_buf_put(fwd, k.p, k.len);
+			end = pos;
+		}
+		c->fwd_pos = end;
+		sl_buf_put(fwd, "\r\n", 2);
+	} else {
+		sl_buf_put(fwd, c->in + c->off, r.consumed);
+	}
+	sl_buf_put(fwd, "mn\r\n", 4);
+	return fwd->err ? -ENOMEM : 0;
+}
+
+static bool ends_with(const char *p, size_t len, const char *tail, size_t n)
+{
+	return len >= n && memcmp(p + len - n, tail, n) == 0;
+}
+
+int sl_exec_remote_done(struct sl_exec *ex, struct sl_conv *c, const char *rep, size_t len)
+{
+	if (!ends_with(rep, len, "MN\r\n", 4)) {
+		sl_exec_skip(ex, c, "SERVER_ERROR bad reply from the slot's node");
+		return -EPROTO;
+	}
+	len -= 4;
+	struct sl_req r;
+	sl_parse(c->in + c->off, c->in_len - c->off, ex->node->max_item, &r);
+	bool get = r.cmd == SL_CMD_GET || r.cmd == SL_CMD_GETS || r.cmd == SL_CMD_GAT ||
+	           r.cmd == SL_CMD_GATS;
+	if (get && ends_with(rep, len, "END\r\n", 5))
+		len -= 5;
+	sl_buf_put(&c->out, rep, len);
+	c->remote = false;
+	c->hint_off = 0;
+	if (get) {
+		/* the rest of the key list is run here as usual */
+		c->key_pos = c->fwd_pos;
+		return 0;
+	}
+	if (c->out.err) {
+		ex->st.reply_oom++;
+		if (sl_buf_fail(&c->out, c->mark, oom_line(r.cmd)) != 0)
+			c->close = true;
+	}
+	c->in_request = false;
+	c->off += r.consumed;
+	ex->st.bytes_read += r.consumed;
+	return 0;
 }
 
 void sl_exec_skip(struct sl_exec *ex, struct sl_conv *c, const char *line)

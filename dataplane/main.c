@@ -53,6 +53,7 @@ struct sl_config {
 	bool trust_given;
 	bool cluster;
 	bool have_key;
+	unsigned fwd_timeout_ms;
 	struct sl_cluster_conf cl;
 };
 
@@ -107,6 +108,10 @@ static void usage(const char *prog)
 	    "  --name NAME             this node's name in the cluster (default: its address)\n"
 	    "  --weight N              its capacity, 1-255 (default 1)\n"
 	    "  --heartbeat-ms N        heartbeat interval to the controller (default 50)\n"
+	    "  --cluster-port N        UDP port of node-to-node traffic on the fast path\n"
+	    "                          (default 21211: the client port + 10000)\n"
+	    "  --forward-timeout-ms N  a request forwarded to its slot's node that gets\n"
+	    "                          no answer this long is answered SERVER_ERROR (200)\n"
 	    "%s",
 	    prog, SL_TCP_INFLIGHT, SL_TCP_INFLIGHT,
 	    SL_FAULTS_BUILT
@@ -180,6 +185,8 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 	    {"name", required_argument, NULL, 'N'},
 	    {"weight", required_argument, NULL, 'W'},
 	    {"heartbeat-ms", required_argument, NULL, 'H'},
+	    {"cluster-port", required_argument, NULL, 'P'},
+	    {"forward-timeout-ms", required_argument, NULL, 'O'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"test-table-swap-ms", required_argument, NULL, 'S'},
 	    {"help", no_argument, NULL, 'h'},
@@ -330,6 +337,16 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 				return -1;
 			c->cl.heartbeat_ms = (unsigned)v;
 			break;
+		case 'P':
+			if (num_arg("cluster-port", optarg, 1, 65535, &v))
+				return -1;
+			c->cl.cport = (uint16_t)v;
+			break;
+		case 'O':
+			if (num_arg("forward-timeout-ms", optarg, 1, 60000, &v))
+				return -1;
+			c->fwd_timeout_ms = (unsigned)v;
+			break;
 		case 'X':
 			if (num_arg("udp-amp-factor", optarg, 1, 1000, &v))
 				return -1;
@@ -374,6 +391,15 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 		inet_ntop(AF_INET, &c->ip, c->cl.name, 63); /* by default named by address */
 	c->cl.ip = c->ip;
 	c->cl.port = c->udp_port;
+	if (!c->cl.cport)
+		c->cl.cport = (uint16_t)(c->udp_port + 10000u > 65535 ? c->udp_port - 10000u
+	                                                              : c->udp_port + 10000u);
+	if (c->cl.cport == c->udp_port) {
+		fprintf(stderr, "sluiced: --cluster-port must differ from --udp-port\n");
+		return -1;
+	}
+	if (!c->fwd_timeout_ms)
+		c->fwd_timeout_ms = 200;
 	if (have_ip && !c->trust_given) {
 		/* by default only the node's own network is trusted */
 		char own[INET_ADDRSTRLEN + 4];
@@ -648,6 +674,13 @@ int main(int argc, char **argv)
 	if (port_init(a, c->port, (uint16_t)W, (uint16_t)W) != 0)
 		rte_exit(EXIT_FAILURE, "cannot start port %u\n", c->port);
 	rte_eth_macaddr_get(c->port, &net->mac);
+	if (c->cluster) {
+		/* node to node traffic, on the fast path (fwd.c) */
+		net->cport = rte_cpu_to_be_16(c->cl.cport);
+		net->fwd_timeout_ms = c->fwd_timeout_ms;
+		memcpy(net->key, c->cl.key, SL_CMSG_KEY);
+		memcpy(c->cl.mac, net->mac.addr_bytes, 6);
+	}
 	if (c->exc_port >= 0 && exception_init(a) != 0)
 		rte_exit(EXIT_FAILURE, "cannot set up the exception path\n");
 
@@ -699,6 +732,8 @@ int main(int argc, char **argv)
 		w->frag = rte_ip_frag_table_create(1024, 16, 4096, hz, (int)rte_socket_id());
 		if (!w->frag)
 			rte_exit(EXIT_FAILURE, "cannot create reassembly table\n");
+		if (sl_fwd_init(w) != 0)
+			rte_exit(EXIT_FAILURE, "cannot create the forwarding state %u\n", i);
 	}
 	if (sl_loop_init(&a->loop) != 0)
 		rte_exit(EXIT_FAILURE, "cannot create the main loop\n");

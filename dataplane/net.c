@@ -121,22 +121,18 @@ struct peer {
 	uint16_t port;
 };
 
-/* Write Ethernet, IPv4, UDP and frame headers for a reply datagram of
- * @p chunk reply bytes at @p p; returns where the reply bytes go. */
-static uint8_t *write_headers(struct sl_worker *w, uint8_t *p, const struct peer *to,
-                              const struct sl_frame *f, size_t chunk)
+uint8_t *sl_net_udp_headers(struct sl_worker *w, uint8_t *p, const void *dst_mac, uint32_t dst_ip,
+                            uint16_t src_port, uint16_t dst_port, size_t payload)
 {
 	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
 	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
-	uint8_t *fr = (uint8_t *)(udp + 1);
-	eth->dst_addr = to->mac;
+	memcpy(&eth->dst_addr, dst_mac, RTE_ETHER_ADDR_LEN);
 	eth->src_addr = w->net->mac;
 	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
 	ip->version_ihl = RTE_IPV4_VHL_DEF;
 	ip->type_of_service = 0;
-	rte_be16_t tot =
-	    rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + sizeof(*udp) + SL_FRAME_LEN + chunk));
+	rte_be16_t tot = rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + sizeof(*udp) + payload));
 	rte_be16_t id = rte_cpu_to_be_16(w->ip_id++);
 	ip->total_length = tot;
 	ip->packet_id = id;
@@ -144,13 +140,23 @@ static uint8_t *write_headers(struct sl_worker *w, uint8_t *p, const struct peer
 	ip->time_to_live = REPLY_TTL;
 	ip->next_proto_id = IPPROTO_UDP;
 	ip->src_addr = w->net->ip;
-	ip->dst_addr = to->ip;
+	ip->dst_addr = dst_ip;
 	/* from the values: see sluice/ipsum.h */
-	ip->hdr_checksum = sl_ipv4_cksum(tot, id, REPLY_TTL, IPPROTO_UDP, w->net->ip, to->ip);
-	udp->src_port = rte_cpu_to_be_16(w->net->udp_port);
-	udp->dst_port = to->port;
-	udp->dgram_len = rte_cpu_to_be_16((uint16_t)(sizeof(*udp) + SL_FRAME_LEN + chunk));
+	ip->hdr_checksum = sl_ipv4_cksum(tot, id, REPLY_TTL, IPPROTO_UDP, w->net->ip, dst_ip);
+	udp->src_port = src_port;
+	udp->dst_port = dst_port;
+	udp->dgram_len = rte_cpu_to_be_16((uint16_t)(sizeof(*udp) + payload));
 	udp->dgram_cksum = 0;
+	return (uint8_t *)(udp + 1);
+}
+
+/* Write Ethernet, IPv4, UDP and frame headers for a reply datagram of
+ * @p chunk reply bytes at @p p; returns where the reply bytes go. */
+static uint8_t *write_headers(struct sl_worker *w, uint8_t *p, const struct peer *to,
+                              const struct sl_frame *f, size_t chunk)
+{
+	uint8_t *fr = sl_net_udp_headers(w, p, &to->mac, to->ip, rte_cpu_to_be_16(w->net->udp_port),
+	                                 to->port, SL_FRAME_LEN + chunk);
 	sl_frame_encode(fr, f);
 	return fr + SL_FRAME_LEN;
 }
@@ -195,6 +201,16 @@ static struct sl_msg *handle_udp(struct sl_worker *w, struct rte_mbuf *m, struct
 		w->ex.st.drops[SL_DROP_bad_udp]++;
 		rte_pktmbuf_free(m);
 		return NULL;
+	}
+	if (udp->dst_port == w->net->cport && w->net->cport) {
+		/* node to node: only from a trusted source, and then
+		 * authenticated datagram by datagram (sluice/cport.h) */
+		if (sl_udp_classify(&w->net->guard, ip->src_addr) != SL_UDP_TRUSTED) {
+			w->ex.st.drops[SL_DROP_udp_not_allowed]++;
+			rte_pktmbuf_free(m);
+			return NULL;
+		}
+		return sl_fwd_input(w, m, ip, ihl);
 	}
 	if (udp->dst_port != rte_cpu_to_be_16(w->net->udp_port)) {
 		to_kernel(w, m, SL_DROP_udp_port);

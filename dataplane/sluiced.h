@@ -55,6 +55,7 @@
 #include <netinet/in.h>
 
 #include "sluice/cmsg.h"
+#include "sluice/cport.h"
 #include "sluice/exec.h"
 #include "sluice/frame.h"
 
@@ -101,6 +102,9 @@ struct sl_origin_ops {
 	/* the conversation is done on worker @p w: deliver the reply; the
 	 * message is the origin's from here on */
 	void (*reply)(struct sl_worker *w, struct sl_msg *msg);
+	/* a message of this origin that another core passed to worker @p w
+	 * is not a conversation to run but is handed here (NULL: run it) */
+	void (*arrive)(struct sl_worker *w, struct sl_msg *msg);
 };
 
 /* A request on its way between cores, with where its reply must go. */
@@ -123,6 +127,15 @@ struct sl_msg {
 			uint32_t conn;
 			uint32_t gen;
 		} tcp;
+		struct { /* a request another node forwarded: where its REP goes */
+			struct rte_ether_addr mac;
+			uint32_t ip;   /* network order */
+			uint16_t port; /* network order */
+			uint16_t node;
+			uint8_t worker;
+			uint8_t hops;
+			uint64_t id;
+		} peer;
 	};
 };
 
@@ -198,6 +211,9 @@ void sl_table_free(struct sl_table *t);
 
 /* What the network layer of every worker shares, read-only once running. */
 struct sl_net {
+	uint16_t cport; /* the cluster port, network order; 0: none */
+	uint32_t fwd_timeout_ms;
+	uint8_t key[SL_CMSG_KEY]; /* the cluster key */
 	uint16_t port;
 	int exc_port; /* -1: no exception path */
 	uint32_t ip;  /* network order */
@@ -242,6 +258,70 @@ struct sl_peek {
 struct sl_msg *sl_net_handle(struct sl_worker *w, struct rte_mbuf *m, uint64_t tsc,
                              const struct sl_peek *pk);
 
+/** Write Ethernet, IPv4 and UDP headers at @p p for a datagram of
+ *  @p payload bytes from this node (ports and address in network order);
+ *  returns where the payload goes. */
+uint8_t *sl_net_udp_headers(struct sl_worker *w, uint8_t *p, const void *dst_mac, uint32_t dst_ip,
+                            uint16_t src_port, uint16_t dst_port, size_t payload);
+
+/* ---- fwd.c: requests forwarded over the cluster port ----------------------- */
+
+/*
+ * A worker forwards a request for another node's slot over the cluster
+ * port (sluice/cport.h) and parks its conversation until the answer comes
+ * (or the timeout answers for it); it serves requests other nodes forward
+ * to it as conversations of their own origin, whose reply goes back as a
+ * REP.
+ *
+ *   pend[id % SL_FWD_PENDING]: the requests out, in id order
+ *     tail_id (oldest out) .. next_id (next to send): a slot is taken in
+ *     turn, so the oldest is always at the tail and timeouts are found
+ *     there; a full ring refuses further forwards until one is answered
+ *   in[SL_FWD_ASM]: requests of several datagrams being put together
+ *   win[]: a replay window for each sending (node, worker)
+ */
+#define SL_FWD_PENDING 1024
+#define SL_FWD_ASM 32
+#define SL_FWD_SENDERS 1024
+
+struct sl_fwd {
+	uint64_t next_id, tail_id;
+	struct {
+		struct sl_msg *msg; /* NULL: free */
+		uint64_t id;
+		uint32_t deadline_ms;
+		uint16_t node;
+		struct sl_cport_asm rep; /* a reply of several datagrams */
+	} pend[SL_FWD_PENDING];
+	struct {
+		struct sl_msg *msg; /* NULL: free */
+		uint16_t node;
+		uint8_t worker;
+		uint64_t id;
+		uint32_t since_ms;
+		struct sl_cport_asm a;
+	} in[SL_FWD_ASM];
+	struct {
+		uint32_t sender; /* (node << 8 | worker) + 1; 0: free */
+		struct sl_cport_window w;
+	} win[SL_FWD_SENDERS];
+	struct sl_buf scratch; /* the request being forwarded */
+};
+
+extern const struct sl_origin_ops sl_peer_origin;
+
+int sl_fwd_init(struct sl_worker *w);
+void sl_fwd_fini(struct sl_worker *w);
+/** A datagram to the cluster port (a trusted source's): a whole forwarded
+ *  request comes back as a message to run; replies are dealt with here. */
+struct sl_msg *sl_fwd_input(struct sl_worker *w, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
+                            uint16_t ihl);
+/** The conversation of @p msg stopped for node @p node's slot: forward it
+ *  (true: parked until the answer) or answer it with an error (false). */
+bool sl_fwd_send(struct sl_worker *w, struct sl_msg *msg, unsigned node);
+/** Answer the forwards whose time ran out; returns how many. */
+unsigned sl_fwd_expire(struct sl_worker *w);
+
 /* ---- worker.c --------------------------------------------------------------- */
 
 struct sl_worker {
@@ -260,6 +340,7 @@ struct sl_worker {
 	uint32_t now_ms; /* a millisecond clock (TSC), likewise */
 	uint16_t ip_id;  /* IPv4 id of the next datagram sent */
 	struct sl_backlog backlog;
+	struct sl_fwd *fwd;
 } __rte_cache_aligned;
 
 int sl_worker_main(void *arg);
@@ -356,6 +437,8 @@ struct sl_cluster_conf {
 	uint8_t weight;
 	uint32_t ip; /* this node's dataplane address and UDP port, to register */
 	uint16_t port;
+	uint16_t cport; /* and its cluster port and MAC */
+	uint8_t mac[6];
 	unsigned heartbeat_ms;
 };
 

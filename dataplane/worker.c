@@ -82,11 +82,11 @@ void sl_msg_run(struct sl_worker *w, struct sl_msg *msg)
 	unsigned to = 0;
 	enum sl_exec_status st;
 	while ((st = sl_exec_run(&w->ex, &msg->conv, w->now, &to)) == SL_EXEC_REMOTE) {
-		/* another node's slot: answered here until nodes forward to
-		 * each other over the cluster port */
-		w->ex.st.not_served++;
-		sl_exec_skip(&w->ex, &msg->conv,
-		             "SERVER_ERROR key's slot is not served by this node");
+		/* another node's slot: forwarded there (fwd.c), the
+		 * conversation parked until the answer; or answered here with
+		 * an error, and it goes on */
+		if (sl_fwd_send(w, msg, to))
+			return;
 	}
 	if (st == SL_EXEC_FORWARD) {
 		sl_handoff_pass(w, to, msg);
@@ -156,12 +156,17 @@ int sl_worker_main(void *arg)
 			                                       (void **)msgs, SL_BURST, NULL);
 			for (unsigned i = 0; i < k; i++) {
 				w->ex.st.handoffs_in++;
-				sl_msg_run(w, msgs[i]);
+				if (msgs[i]->origin->arrive)
+					msgs[i]->origin->arrive(w, msgs[i]);
+				else
+					sl_msg_run(w, msgs[i]);
 			}
 			work += k;
 		}
 		if (w->backlog.n)
 			work += sl_backlog_retry(w);
+		if (w->fwd->tail_id != w->fwd->next_id)
+			work += sl_fwd_expire(w);
 		if (w->idx == 0 && net->wire_ring) {
 			/* what the kernel behind the exception path sends */
 			unsigned k = rte_ring_sc_dequeue_burst(net->wire_ring, (void **)pkts,
@@ -218,5 +223,6 @@ int sl_worker_main(void *arg)
 	for (unsigned i = 0; i < w->backlog.n; i++)
 		sl_msg_put(w->ho, w->backlog.m[i]);
 	w->backlog.n = 0;
+	sl_fwd_fini(w);
 	return 0;
 }

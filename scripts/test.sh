@@ -58,7 +58,7 @@ e2e_asan() {
         ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         /usr/bin/python3 -m pytest -q -p no:cacheprovider test_udp.py test_tcp.py \
         test_differential.py test_clients.py test_ports.py test_peer_churn.py test_options.py \
-        test_overload.py test_faults.py test_udpguard.py test_cluster_control.py) || return 1
+        test_overload.py test_faults.py test_udpguard.py test_cluster_control.py test_cluster.py) || return 1
     if grep -l -E "ERROR: (Address|Leak)Sanitizer|runtime error" "$logs"/*; then
         grep -h -A20 -E "ERROR: (Address|Leak)Sanitizer|runtime error" "$logs"/* | head -80
         return 1
@@ -67,7 +67,7 @@ e2e_asan() {
 }
 build_fuzz() {
     [[ -f build-fuzz/build.ninja ]] || CC=clang meson setup build-fuzz -Dfuzz=true -Ddataplane=disabled || return 1
-    ninja -C build-fuzz tests/fuzz_parse tests/fuzz_cmsg
+    ninja -C build-fuzz tests/fuzz_parse tests/fuzz_cmsg tests/fuzz_cport
 }
 unit() { meson test -C build --suite unit --print-errorlogs; }
 unit_asan() {
@@ -86,8 +86,14 @@ fuzz() {
         -max_len=70000 -print_final_stats=1 "$work/cmsg" "$ROOT/tests/fuzz/cmsg-corpus" 2>&1 |
         grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Test unit written")
     local rc2=${PIPESTATUS[0]}
+    # cluster-port datagrams: forwarded requests and replies, replay windows
+    mkdir -p "$work/cport"
+    (cd "$work" && "$ROOT/build-fuzz/tests/fuzz_cport" -max_total_time=$((FUZZ_SECONDS / 2)) \
+        -max_len=1500 -print_final_stats=1 "$work/cport" 2>&1 |
+        grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Test unit written")
+    local rc3=${PIPESTATUS[0]}
     rm -rf "$work"
-    [[ $rc -eq 0 && $rc2 -eq 0 ]]
+    [[ $rc -eq 0 && $rc2 -eq 0 && $rc3 -eq 0 ]]
 }
 e2e() {
     SLUICE_MEMCACHED_T=$(scripts/fetch-memcached-t.sh) || return 1

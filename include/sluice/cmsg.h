@@ -21,15 +21,17 @@
  *     the MAC covers bytes 0 .. 32 + body len
  *
  *   SL_CMSG_TABLE body (the epoch is the frame's):
- *   0         2                       2 + 12n                  2 + 12n + 4 x 16384
+ *   0         2                       2 + 20n                  2 + 20n + 4 x 16384
  *   +---------+-----------------------+------------------------+
  *   | n (u16) | n node entries        | 16384 slot entries     |
  *   +---------+-----------------------+------------------------+
- *   node entry (12 B): | id u16 | ipv4 (4) | port u16 | workers u8 | weight u8 | 0 u16 |
+ *   node entry (20 B):
+ *   | id u16 | ipv4 (4) | port u16 | cluster port u16 | MAC (6) | workers u8 | weight u8 | 0 u16 |
  *   slot entry (4 B):  | primary node id u16 | backup node id u16 (0xffff: none) |
  *
  *   SL_CMSG_REGISTER body (node -> controller, first on a connection):
- *   | ipv4 (4) | port u16 | workers u8 | weight u8 | name length u8 | name |
+ *   | ipv4 (4) | port u16 | cluster port u16 | MAC (6) | workers u8 | weight u8 |
+ *   | name length u8 | name |
  *   SL_CMSG_ACK body (controller -> node): | node id u16 |
  *   SL_CMSG_HEARTBEAT: no body; the epoch is the table the node routes by.
  *   SL_CMSG_STATUS (sluicectl -> controller): no body; answered with a
@@ -40,7 +42,8 @@
  *
  * A slot table is the same for every node; each derives its own view
  * (sl_cmsg_table_apply): its slots SERVING, dealt round-robin to its
- * workers, every other slot REMOTE at its primary.
+ * workers, every other slot REMOTE at its primary, and every other node's
+ * cluster-port address for forwarding.
  */
 #ifndef SLUICE_CMSG_H
 #define SLUICE_CMSG_H
@@ -123,6 +126,8 @@ struct sl_cmsg_node {
 	uint16_t id;
 	uint32_t ip; /* network order */
 	uint16_t port;
+	uint16_t cport; /* the cluster port (UDP, fast path) */
+	uint8_t mac[6];
 	uint8_t workers;
 	uint8_t weight;
 };
@@ -157,12 +162,14 @@ int sl_cmsg_table_apply(const struct sl_cmsg_table *t, uint64_t epoch, uint16_t 
 struct sl_cmsg_register {
 	uint32_t ip; /* network order */
 	uint16_t port;
+	uint16_t cport;
+	uint8_t mac[6];
 	uint8_t workers;
 	uint8_t weight;
 	char name[64];
 };
 
-/** REGISTER body into @p out (at least 73 bytes); returns its length. */
+/** REGISTER body into @p out (at least 81 bytes); returns its length. */
 size_t sl_cmsg_register_encode(uint8_t *out, const struct sl_cmsg_register *r);
 /** @return 0, or -EINVAL (length, an empty or non-printable name, no
  *  workers, weight 0). */

@@ -133,6 +133,11 @@ extern const char *const sl_drop_names[SL_DROP__COUNT];
 	X(idle_sleeps)                                                                             \
 	X(reply_oom)                                                                               \
 	X(not_served)                                                                              \
+	X(fwd_out)                                                                                 \
+	X(fwd_in)                                                                                  \
+	X(fwd_timeouts)                                                                            \
+	X(fwd_refused)                                                                             \
+	X(fwd_stale)                                                                               \
 	X(backlog_waits)                                                                           \
 	X(tcp_admission_waits)
 
@@ -204,6 +209,7 @@ struct sl_conv {
 	uint64_t hint_hash;
 	uint32_t mark;   /* out.len when the current request started */
 	uint64_t epoch;  /* table epoch it was last routed by (0: not yet) */
+	uint32_t fwd_pos; /* get family: where the keys forwarded to a node end */
 	bool remote;     /* SL_EXEC_REMOTE: the key is another node's */
 	bool in_request; /* a get/broadcast is part done */
 	bool close;      /* quit, or junk that ends a TCP connection */
@@ -263,6 +269,24 @@ int sl_exec_get1(struct sl_exec *ex, const char *key, size_t klen, uint64_t ih, 
  * cannot be forwarded.
  */
 void sl_exec_skip(struct sl_exec *ex, struct sl_conv *c, const char *line);
+
+/**
+ * The request @p c stopped at with SL_EXEC_REMOTE (for node @p node), as
+ * the text to forward to that node, written to @p fwd (emptied first): the
+ * request itself, or for the get family the verb and the run of keys from
+ * where it stopped that @p node owns (up to 64), then "mn\r\n", so the
+ * reply always ends in "MN\r\n". @return 0, or -ENOMEM.
+ */
+int sl_exec_remote_req(struct sl_exec *ex, struct sl_conv *c, unsigned node, struct sl_buf *fwd);
+
+/**
+ * The node's reply (@p len bytes) to what sl_exec_remote_req built: its
+ * answer (without the "MN" line, and for the get family without its
+ * "END") is this request's, and the conversation moves past what was
+ * forwarded; sl_exec_run goes on from there. A reply that does not end in
+ * "MN\r\n" answers the request with a SERVER_ERROR line (-EPROTO).
+ */
+int sl_exec_remote_done(struct sl_exec *ex, struct sl_conv *c, const char *rep, size_t len);
 
 /** Sum of the per-core counters of a node (racy reads, by design). */
 void sl_node_sum(const struct sl_node *n, struct sl_core_stats *sum);

@@ -17,12 +17,15 @@
  *     hash(key) --%16384--> slot --core[slot]--> owner core here, or
  *                                                SL_CORE_ELSEWHERE
  *
- *     struct sl_table (81,936 bytes, one allocation):
+ *     struct sl_table (~98 KB, one allocation):
  *     +--------+------+----------+-----------------+-----------------+----------------+
  *     | epoch  | self | nworkers | core[16384]     | state[16384]    | node[16384]    |
  *     | u64    | u16  | u16      | u8: owner core  | u8: SL_SLOT_*   | u16: owner     |
  *     |        |      | (+pad)   | here, or 0xff   |                 | node id        |
  *     +--------+------+----------+-----------------+-----------------+----------------+
+ *     | npeers | peer[SL_PEERS_MAX]: the other nodes' addresses on the fast    |
+ *     |        | path (node id, IPv4, cluster port, MAC), for forwarding       |
+ *     +--------+---------------------------------------------------------------+
  *
  * core[] is what the data path reads, one byte per request (16 KiB, stays
  * in cache); it is derived from state[] and node[] by sl_table_seal, so
@@ -66,6 +69,18 @@ enum sl_slot_state {
 	SL_SLOT_REMOTE = 3,
 };
 
+#define SL_PEERS_MAX 1024u
+
+/* Where another node's cluster port is (all in network order). Nodes of
+ * one cluster share a link (or a switch): the MAC is the node's own, as it
+ * registered with the controller. */
+struct sl_peer {
+	uint16_t id;
+	uint16_t cport; /* network order */
+	uint32_t ip;    /* network order */
+	uint8_t mac[6];
+};
+
 struct sl_table {
 	uint64_t epoch;
 	uint16_t self; /* this node's id */
@@ -73,7 +88,18 @@ struct sl_table {
 	uint8_t core[SL_SLOTS];  /* derived: owner core here, or SL_CORE_ELSEWHERE */
 	uint8_t state[SL_SLOTS]; /* enum sl_slot_state */
 	uint16_t node[SL_SLOTS]; /* owner node */
+	uint32_t npeers;
+	struct sl_peer peer[SL_PEERS_MAX];
 };
+
+/** The address of node @p id, or NULL when the table does not list it. */
+static inline const struct sl_peer *sl_table_peer(const struct sl_table *t, uint16_t id)
+{
+	for (uint32_t i = 0; i < t->npeers; i++)
+		if (t->peer[i].id == id)
+			return &t->peer[i];
+	return NULL;
+}
 
 /**
  * A table for a node that runs alone: node @p self owns every slot,

@@ -1,5 +1,6 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <errno.h>
 #include <string.h>
 
 #include "sluice/exec.h"
@@ -665,6 +666,108 @@ Test(handoff, remote_slot_stops_with_its_node_and_epoch)
 	          "%.*s", (int)conv.out.len, conv.out.p);
 	for (unsigned i = 0; i < node.nworkers; i++)
 		cores[i].table = &map;
+}
+
+/* Run @p in on a node whose table @p t marks some slots another node's,
+ * forwarding each remote request as fwd.c does: its text (from
+ * sl_exec_remote_req) run on a node that owns everything (the `map`
+ * table, over the same stores), and the reply handed back. Returns the
+ * reply; *nfwd counts the forwards and @p first_fwd gets the first text. */
+static struct sl_conv conv2;
+static const char *run_forwarding(const struct sl_table *t, const char *in, unsigned *nfwd,
+                                  char *first_fwd, size_t cap)
+{
+	static struct sl_buf fwd;
+	sl_conv_reset(&conv, in, (uint32_t)strlen(in), false);
+	for (unsigned i = 0; i < node.nworkers; i++)
+		cores[i].table = t;
+	unsigned at = 0, to = 0;
+	enum sl_exec_status st;
+	*nfwd = 0;
+	while ((st = sl_exec_run(&cores[at], &conv, NOW, &to)) != SL_EXEC_DONE) {
+		if (st == SL_EXEC_FORWARD) {
+			at = to;
+			continue;
+		}
+		cr_assert_eq(sl_exec_remote_req(&cores[at], &conv, to, &fwd), 0);
+		if ((*nfwd)++ == 0)
+			snprintf(first_fwd, cap, "%.*s", (int)fwd.len, fwd.p);
+		/* the owner node */
+		for (unsigned i = 0; i < node.nworkers; i++)
+			cores[i].table = &map;
+		sl_conv_reset(&conv2, fwd.p, (uint32_t)fwd.len, true);
+		unsigned at2 = 0, to2 = 0;
+		while (sl_exec_run(&cores[at2], &conv2, NOW, &to2) == SL_EXEC_FORWARD)
+			at2 = to2;
+		for (unsigned i = 0; i < node.nworkers; i++)
+			cores[i].table = t;
+		cr_assert_eq(sl_exec_remote_done(&cores[at], &conv, conv2.out.p, conv2.out.len), 0);
+	}
+	for (unsigned i = 0; i < node.nworkers; i++)
+		cores[i].table = &map;
+	sl_buf_put(&conv.out, "", 1);
+	return conv.out.p;
+}
+
+/* A request forwarded to its key's node gets the very answer it would get
+ * where the key lives: multi-gets keep their order (a run of keys of one
+ * node goes in one message), noreply and quiet modes stay silent. */
+Test(handoff, forwarded_requests_answer_as_the_owner_would)
+{
+	static struct sl_table t;
+	cr_assert_eq(sl_table_init_local(&t, 7, 0, node.nworkers), 0);
+	const char *far[] = {"far1", "far2", "far3"};
+	for (unsigned i = 0; i < 3; i++) {
+		uint64_t h = sl_key_hash(far[i], strlen(far[i]));
+		t.state[sl_slot_of(h)] = SL_SLOT_REMOTE;
+		t.node[sl_slot_of(h)] = 5;
+	}
+	cr_assert_eq(sl_table_seal(&t), 0);
+	static const char *const inputs[] = {
+	    "set far1 0 0 2\r\nv1\r\nset near 0 0 2\r\nnn\r\nset far2 5 0 2 noreply\r\nv2\r\n"
+	    "get near far1 far2 near far3\r\n",
+	    "set far1 0 0 1\r\na\r\ngat 100 far1 near far2\r\ntouch far1 10\r\n",
+	    "mg far1 v q\r\nmg far3 v q\r\nmg far2 v k\r\nmn\r\n",
+	    "incr far1 1\r\nset far3 0 0 1\r\n7\r\nincr far3 5\r\ndelete far2\r\nget far2 far3\r\n",
+	    "ms far1 2 T0\r\nhi\r\nma far3 D3\r\nmg far1 s v\r\nmd far1 q\r\nmg far1 v\r\nmn\r\n",
+	};
+	char first[256], want[4096];
+	for (unsigned i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+		/* the same requests twice on fresh stores: once on a node that
+		 * owns every key, once through forwarding */
+		run("flush_all\r\n");
+		snprintf(want, sizeof(want), "%s", run(inputs[i]));
+		run("flush_all\r\n");
+		unsigned n;
+		const char *got = run_forwarding(&t, inputs[i], &n, first, sizeof(first));
+		cr_assert_gt(n, 0);
+		cr_assert_str_eq(got, want, "input %u", i);
+	}
+	/* far1 and far2 follow each other in the key list: one forward */
+	run("flush_all\r\n");
+	unsigned n;
+	run_forwarding(&t, "get near far1 far2 near far3\r\n", &n, first, sizeof(first));
+	cr_assert_eq(n, 2);
+	cr_assert_str_eq(first, "get far1 far2\r\nmn\r\n");
+	/* a reply that does not end where it must is an error, not data */
+	static char in[] = "get far1\r\n";
+	sl_conv_reset(&conv, in, (uint32_t)strlen(in), false);
+	for (unsigned i = 0; i < node.nworkers; i++)
+		cores[i].table = &t;
+	unsigned to = 0, at = 0;
+	enum sl_exec_status st;
+	while ((st = sl_exec_run(&cores[at], &conv, NOW, &to)) == SL_EXEC_FORWARD)
+		at = to;
+	cr_assert_eq(st, SL_EXEC_REMOTE);
+	static struct sl_buf fwd;
+	sl_exec_remote_req(&cores[at], &conv, to, &fwd);
+	cr_assert_eq(sl_exec_remote_done(&cores[at], &conv, "VALUE far1 0 1\r\nx", 17), -EPROTO);
+	while ((st = sl_exec_run(&cores[at], &conv, NOW, &to)) == SL_EXEC_FORWARD)
+		at = to;
+	for (unsigned i = 0; i < node.nworkers; i++)
+		cores[i].table = &map;
+	sl_buf_put(&conv.out, "", 1);
+	cr_assert_str_eq(conv.out.p, "SERVER_ERROR bad reply from the slot's node\r\n");
 }
 
 /* ---- when memory runs out ------------------------------------------------
