@@ -193,11 +193,10 @@ int sl_cmsg_table_apply(const struct sl_cmsg_table *t, uint64_t epoch, uint16_t 
 	}
 	for (unsigned i = 0; i < t->n && out->npeers < SL_PEERS_MAX; i++) {
 		const struct sl_cmsg_node *nd = &t->node[i];
-		if (nd->id == self)
-			continue;
 		struct sl_peer *p = &out->peer[out->npeers++];
 		p->id = nd->id;
 		p->ip = nd->ip;
+		p->port = nd->port;
 		p->cport = (uint16_t)(nd->cport >> 8 | nd->cport << 8); /* network order */
 		memcpy(p->mac, nd->mac, 6);
 	}

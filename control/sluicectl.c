@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "sluice/cmsg.h"
+#include "sluice/libsluice.h"
 #include "sluice/placement.h"
 #include "sluice/slot.h"
 
@@ -467,13 +468,59 @@ static int where(const char *key, bool json)
 	return 0;
 }
 
+/* get|set|del through libsluice, straight to the key's node over UDP */
+static const char *nodes_arg;
+
+static int data_cmd(const char *cmd, const char *key, const char *val)
+{
+	if (!nodes_arg) {
+		fprintf(stderr, "sluicectl: %s needs --nodes IP:PORT[,...] (or SLUICE_NODES)\n", cmd);
+		return 2;
+	}
+	struct sluice *c = sluice_open(nodes_arg, NULL);
+	if (!c) {
+		fprintf(stderr, "sluicectl: no node of %s answers: %s\n", nodes_arg, strerror(errno));
+		return 1;
+	}
+	int rc = 0, e;
+	size_t klen = strlen(key);
+	if (strcmp(cmd, "get") == 0) {
+		struct sluice_value v;
+		e = sluice_get(c, key, klen, &v);
+		if (e == 1) {
+			fwrite(v.data, 1, v.len, stdout);
+			putchar('\n');
+			sluice_value_free(&v);
+		} else if (e == 0) {
+			fprintf(stderr, "sluicectl: %s: not found\n", key);
+			rc = 1;
+		}
+	} else if (strcmp(cmd, "set") == 0) {
+		e = sluice_set(c, key, klen, val, strlen(val), 0, 0);
+	} else {
+		e = sluice_delete(c, key, klen);
+		if (e == 0) {
+			fprintf(stderr, "sluicectl: %s: not found\n", key);
+			rc = 1;
+		}
+	}
+	if (e < 0) {
+		fprintf(stderr, "sluicectl: %s %s: %s%s%s\n", cmd, key, strerror(-e),
+		        sluice_last_error(c)[0] ? ": " : "", sluice_last_error(c));
+		rc = 1;
+	}
+	sluice_close(c);
+	return rc;
+}
+
 static void usage(void)
 {
 	fprintf(stderr,
 	        "usage: sluicectl ring simulate --nodes N (--add K | --remove K) [--keys M]\n"
 	        "                 [--vnodes V] [--epsilon E] [--json] [--png FILE]\n"
 	        "       sluicectl [--controller HOST:PORT] [--key-file FILE] status [--json]\n"
-	        "       sluicectl [--controller HOST:PORT] [--key-file FILE] where KEY [--json]\n");
+	        "       sluicectl [--controller HOST:PORT] [--key-file FILE] where KEY [--json]\n"
+	        "       sluicectl --nodes IP:PORT[,...] get KEY | set KEY VALUE | del KEY\n");
 }
 
 int main(int argc, char **argv)
@@ -481,12 +528,15 @@ int main(int argc, char **argv)
 	if (getenv("SLUICE_CONTROLLER"))
 		controller = getenv("SLUICE_CONTROLLER");
 	keyfile = getenv("SLUICE_KEY_FILE");
+	nodes_arg = getenv("SLUICE_NODES");
 	int i = 1;
 	while (i + 1 < argc && argv[i][0] == '-') {
 		if (strcmp(argv[i], "--controller") == 0)
 			controller = argv[i + 1];
 		else if (strcmp(argv[i], "--key-file") == 0)
 			keyfile = argv[i + 1];
+		else if (strcmp(argv[i], "--nodes") == 0)
+			nodes_arg = argv[i + 1];
 		else
 			break;
 		i += 2;
@@ -500,6 +550,9 @@ int main(int argc, char **argv)
 		return status(json);
 	if (argc == 3 + json && strcmp(argv[1], "where") == 0)
 		return where(argv[2], json);
+	if ((argc == 3 && (strcmp(argv[1], "get") == 0 || strcmp(argv[1], "del") == 0)) ||
+	    (argc == 4 && strcmp(argv[1], "set") == 0))
+		return data_cmd(argv[1], argv[2], argc == 4 ? argv[3] : NULL);
 	usage();
 	return 2;
 }

@@ -1149,6 +1149,56 @@ static void stats_cluster(struct sl_exec *ex, struct sl_buf *o)
 	put_line(o, "END");
 }
 
+/*
+ * The slot table as a smart client needs it (libsluice): the epoch, the
+ * nodes with their client addresses, and each slot's node as an index into
+ * that list, two hex digits per slot in slot order ("ff": none listed):
+ *
+ *   STAT epoch 7
+ *   STAT nodes 3
+ *   STAT node 0 1 198.18.0.11:11211      (index, node id, address)
+ *   ...
+ *   STAT slots 0102000201...              (16384 x 2 hex digits)
+ *   END
+ *
+ * A node that runs alone lists no nodes and every slot "ff": the client
+ * then sends everything to the node it asked.
+ */
+static void stats_table(struct sl_exec *ex, struct sl_buf *o)
+{
+	const struct sl_table *t = ex->table;
+	stat_u(o, "epoch", t->epoch);
+	unsigned n = t->npeers < 255 ? t->npeers : 255;
+	stat_u(o, "nodes", n);
+	for (unsigned i = 0; i < n; i++) {
+		char line[96];
+		uint32_t ip = __builtin_bswap32(t->peer[i].ip);
+		int k = snprintf(line, sizeof(line), "STAT node %u %u %u.%u.%u.%u:%u\r\n", i,
+		                 t->peer[i].id, ip >> 24, (ip >> 16) & 255, (ip >> 8) & 255, ip & 255,
+		                 t->peer[i].port);
+		sl_buf_put(o, line, (size_t)k);
+	}
+	uint8_t idx[SL_SLOTS];
+	for (unsigned s = 0; s < SL_SLOTS; s++) {
+		idx[s] = 0xff;
+		for (unsigned i = 0; i < n; i++)
+			if (t->peer[i].id == t->node[s]) {
+				idx[s] = (uint8_t)i;
+				break;
+			}
+	}
+	static const char hex[] = "0123456789abcdef";
+	sl_buf_put(o, "STAT slots ", 11);
+	if (sl_buf_reserve(o, 2 * SL_SLOTS) == 0) {
+		for (unsigned s = 0; s < SL_SLOTS; s++) {
+			o->p[o->len++] = hex[idx[s] >> 4];
+			o->p[o->len++] = hex[idx[s] & 15];
+		}
+	}
+	sl_buf_put(o, "\r\n", 2);
+	put_line(o, "END");
+}
+
 /* The untrusted UDP sources sent the most bytes, over every core, most
  * first: what an operator looks at during an attack. */
 static void stats_udpsources(struct sl_exec *ex, struct sl_buf *o)
@@ -1523,6 +1573,8 @@ enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t 
 				put_line(&c->out, "END");
 			} else if (r.args.len == 7 && memcmp(r.args.p, "cluster", 7) == 0) {
 				stats_cluster(ex, &c->out);
+			} else if (r.args.len == 5 && memcmp(r.args.p, "table", 5) == 0) {
+				stats_table(ex, &c->out);
 			} else if (r.args.len == 10 && memcmp(r.args.p, "udpsources", 10) == 0) {
 				stats_udpsources(ex, &c->out);
 			} else if (r.args.len == 5 && memcmp(r.args.p, "conns", 5) == 0) {

@@ -23,8 +23,8 @@
  *     | u64    | u16  | u16      | u8: owner core  | u8: SL_SLOT_*   | u16: owner     |
  *     |        |      | (+pad)   | here, or 0xff   |                 | node id        |
  *     +--------+------+----------+-----------------+-----------------+----------------+
- *     | npeers | peer[SL_PEERS_MAX]: the other nodes' addresses on the fast    |
- *     |        | path (node id, IPv4, cluster port, MAC), for forwarding       |
+ *     | npeers | peer[SL_PEERS_MAX]: every node's addresses (node id, IPv4,   |
+ *     |        | client port, cluster port, MAC), for forwarding and clients   |
  *     +--------+---------------------------------------------------------------+
  *
  * core[] is what the data path reads, one byte per request (16 KiB, stays
@@ -71,11 +71,13 @@ enum sl_slot_state {
 
 #define SL_PEERS_MAX 1024u
 
-/* Where another node's cluster port is (all in network order). Nodes of
+/* Where a node of the table is (this one included): its cluster port for
+ * forwarding, its client port for smart clients (`stats table`). Nodes of
  * one cluster share a link (or a switch): the MAC is the node's own, as it
  * registered with the controller. */
 struct sl_peer {
 	uint16_t id;
+	uint16_t port;  /* client UDP port, host order */
 	uint16_t cport; /* network order */
 	uint32_t ip;    /* network order */
 	uint8_t mac[6];

@@ -297,3 +297,50 @@ def test_a_fourth_node_joins_and_no_request_returns_another_keys_data(cluster):
     c4.set("from4", "x", noreply=False)
     assert all(c.get("from4") == b"x" for c in clients(st2))
     print(f"join converged in {time.time() - t0:.2f}s")
+
+
+def in_client_ns(st, *argv):
+    return subprocess.run(["ip", "netns", "exec", st["client_netns"], *argv],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_libsluice_routes_straight_to_the_owner_and_reads_back_everywhere(cluster):
+    d, st = cluster
+    ex = os.path.join(BUILD, "sluice-example")
+    fwd0 = sum(stats(n["local_tcp"])["forwarded_in"] for n in st["nodes"])
+    N = 100_000
+    r = in_client_ns(st, ex, f"{st['nodes'][0]['ip']}:11211", "set", "lib", str(N))
+    assert r.returncode == 0 and f"{N} set, 0 failed" in r.stdout, r.stdout + r.stderr
+    # straight to each key's node: nothing was forwarded
+    assert sum(stats(n["local_tcp"])["forwarded_in"] for n in st["nodes"]) == fwd0
+    r = in_client_ns(st, ex, f"{st['nodes'][2]['ip']}:11211", "check", "lib", str(N))
+    assert r.returncode == 0 and f"{N} read, {N} right" in r.stdout, r.stdout + r.stderr
+    # the same keys through stock clients over TCP, through nodes 2 and 3
+    keys = [f"lib:{i}" for i in range(N)]
+    for c in clients(st)[1:]:
+        for i in range(0, N, 1000):
+            assert c.get_many(keys[i:i + 1000]) == {k: f"value-{k}".encode()
+                                                    for k in keys[i:i + 1000]}
+    # and keys a stock client set, read by libsluice
+    c1 = clients(st)[0]
+    for i in range(0, 5000, 1000):
+        c1.set_many({f"pm:{j}": f"value-pm:{j}" for j in range(i, i + 1000)}, noreply=False)
+    r = in_client_ns(st, ex, f"{st['nodes'][1]['ip']}:11211", "check", "pm", "5000")
+    assert r.returncode == 0 and "5000 right" in r.stdout, r.stdout + r.stderr
+
+
+def test_sluicectl_get_set_del(cluster):
+    d, st = cluster
+    ctl = os.path.join(BUILD, "sluicectl")
+    nodes = ",".join(f"{n['ip']}:11211" for n in st["nodes"][1:])
+    r = in_client_ns(st, ctl, "--nodes", nodes, "set", "ctl-key", "hello world")
+    assert r.returncode == 0, r.stderr
+    assert clients(st)[0].get("ctl-key") == b"hello world"
+    r = in_client_ns(st, ctl, "--nodes", nodes, "get", "ctl-key")
+    assert r.returncode == 0 and r.stdout == "hello world\n"
+    r = in_client_ns(st, ctl, "--nodes", nodes, "del", "ctl-key")
+    assert r.returncode == 0
+    r = in_client_ns(st, ctl, "--nodes", nodes, "get", "ctl-key")
+    assert r.returncode == 1 and "not found" in r.stderr
+    r = in_client_ns(st, ctl, "--nodes", "198.18.0.250:11211", "get", "ctl-key")
+    assert r.returncode == 1 and "no node" in r.stderr
