@@ -20,12 +20,26 @@
  * cluster key; frames without it, replayed or malformed close the
  * connection and are counted.
  *
- * State file (text, rewritten whole and renamed into place):
+ * State (text; in embedded mode a file rewritten whole and renamed into
+ * place, with --etcd the value of /sluice/state):
  *
  *   epoch 7
- *   node 1 n1 198.18.0.11 11211 1 1
- *   node 2 n2 198.18.0.12 11211 1 1
- *        id name address   port workers weight
+ *   node 1 n1 198.18.0.11 11211 1 1 21211 02:00:00:00:00:01
+ *   node 2 n2 198.18.0.12 11211 1 1 21211 02:00:00:00:00:02
+ *        id name address   port workers weight cluster-port MAC
+ *
+ * With --etcd URL two or three controllers may run: they campaign in
+ * etcd's election "sluice-control" with a lease of --lease-ttl seconds,
+ * and only the leader serves; the others close every connection, so the
+ * nodes (given every controller's address) move on to the next. The
+ * leader writes the state only in a transaction that checks its election
+ * key is still the one it won (its create revision), and pushes a table
+ * only once that write succeeded: a controller deposed while it was away
+ * (stopped, cut off) can neither write nor push, and steps down when it
+ * finds its lease gone. Each live node has a key /sluice/alive/NAME on a
+ * lease of its own (twice --lease-ttl), kept alive on its heartbeats and
+ * revoked at its death, so a controller that takes over knows who was
+ * alive.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -44,6 +58,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
+#include "etcd.h"
 #include "sluice/cmsg.h"
 #include "sluice/placement.h"
 
@@ -59,6 +76,8 @@ struct node {
 	uint64_t last_seq;
 	int conn; /* index in conns, -1 */
 	uint64_t epoch_seen;
+	int64_t lease;          /* --etcd: the lease of /sluice/alive/NAME */
+	uint64_t lease_renewed; /* when it was last kept alive (ms) */
 };
 
 struct conn {
@@ -82,6 +101,19 @@ static struct {
 	uint64_t operator_seq;                          /* sluicectl's requests: replays refused */
 	unsigned primary[MAX_NODES], backup[MAX_NODES]; /* slots per node index */
 	volatile sig_atomic_t quit;
+	/* --etcd */
+	struct sl_etcd *etcd;
+	const char *etcd_url;
+	const char *listen_at;
+	unsigned lease_ttl;
+	int64_t lease; /* this controller's campaign lease */
+	uint64_t lease_renewed;
+	bool leader;
+	char *leader_key;
+	int64_t leader_rev;
+	pthread_t campaigner;
+	bool campaigning;
+	int won; /* set by the campaign thread: 1 won, -1 gave up */
 } C;
 
 static uint64_t now_ms(void)
@@ -110,15 +142,8 @@ static void logf_(const char *fmt, ...)
 	va_end(ap);
 }
 
-static int save_state(void)
+static void write_state(FILE *f)
 {
-	if (!C.state)
-		return 0;
-	char tmp[4096];
-	snprintf(tmp, sizeof(tmp), "%s.tmp", C.state);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		return -errno;
 	fprintf(f, "epoch %llu\n", (unsigned long long)C.epoch);
 	for (unsigned i = 0; i < C.nnodes; i++) {
 		char ip[INET_ADDRSTRLEN];
@@ -129,6 +154,32 @@ static int save_state(void)
 		        C.nodes[i].reg.workers, C.nodes[i].reg.weight, C.nodes[i].reg.cport, mac[0],
 		        mac[1], mac[2], mac[3], mac[4], mac[5]);
 	}
+}
+
+/* @return 0, or -EPERM (etcd: no longer the leader), or another -errno */
+static int save_state(void)
+{
+	if (C.etcd) {
+		char *buf = NULL;
+		size_t len = 0;
+		FILE *m = open_memstream(&buf, &len);
+		if (!m)
+			return -ENOMEM;
+		write_state(m);
+		fclose(m);
+		int rc = sl_etcd_put_as_leader(C.etcd, C.leader_key, C.leader_rev, "/sluice/state",
+		                               buf, len);
+		free(buf);
+		return rc;
+	}
+	if (!C.state)
+		return 0;
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", C.state);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return -errno;
+	write_state(f);
 	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
 		fclose(f);
 		return -errno;
@@ -137,11 +188,8 @@ static int save_state(void)
 	return rename(tmp, C.state) == 0 ? 0 : -errno;
 }
 
-static int load_state(void)
+static int read_state(FILE *f)
 {
-	FILE *f = C.state ? fopen(C.state, "r") : NULL;
-	if (!f)
-		return 0;
 	char line[512];
 	while (fgets(line, sizeof(line), f)) {
 		unsigned long long e;
@@ -173,6 +221,12 @@ static int load_state(void)
 	}
 	fclose(f);
 	return 0;
+}
+
+static int load_state(void)
+{
+	FILE *f = C.state ? fopen(C.state, "r") : NULL;
+	return f ? read_state(f) : 0;
 }
 
 static int send_frame(int ci, uint8_t type, const uint8_t *body, uint32_t len)
@@ -226,6 +280,8 @@ static void close_conn(int ci)
 static uint8_t *table_body; /* the current epoch's table push */
 static size_t table_len;
 
+static void step_down(const char *why);
+
 /* The table of the live nodes under the next epoch, pushed to all. */
 static void publish(const char *why)
 {
@@ -239,7 +295,18 @@ static void publish(const char *why)
 			ids[n++] = (uint16_t)i;
 		}
 	C.epoch++;
-	save_state();
+	int saved = save_state();
+	if (saved == -EPERM) {
+		step_down("deposed: another controller leads");
+		return;
+	}
+	if (C.etcd && saved != 0) {
+		/* etcd unreachable: nothing is pushed that etcd does not hold */
+		C.epoch--;
+		logf_("cannot write the state to etcd (%s): table not pushed (%s)",
+		      strerror(-saved), why);
+		return;
+	}
 	if (n == 0) {
 		logf_("epoch %llu: no live node (%s)", (unsigned long long)C.epoch, why);
 		return;
@@ -333,6 +400,31 @@ static int on_operator(int ci, const struct sl_cmsg *m)
 	return rc;
 }
 
+/* --etcd: the node's /sluice/alive/NAME key on a lease of its own, made
+ * when it registers and kept alive (a third of the TTL at most apart) on
+ * its heartbeats. */
+static void node_lease(struct node *n, bool fresh)
+{
+	if (!C.etcd)
+		return;
+	uint64_t now = now_ms();
+	if (!fresh && n->lease && now - n->lease_renewed < C.lease_ttl * 1000u / 3)
+		return;
+	if (n->lease && sl_etcd_lease_keepalive(C.etcd, n->lease) == 0) {
+		n->lease_renewed = now;
+		return;
+	}
+	char key[128];
+	snprintf(key, sizeof(key), "/sluice/alive/%s", n->reg.name);
+	/* twice the controller's TTL: a node's key outlives a controller
+	 * killed, so the one taking over still finds it */
+	if (sl_etcd_lease_grant(C.etcd, (int)C.lease_ttl * 2, &n->lease) == 0 &&
+	    sl_etcd_put(C.etcd, key, "1", 1, n->lease) == 0)
+		n->lease_renewed = now;
+	else
+		n->lease = 0;
+}
+
 static void on_register(int ci, const struct sl_cmsg *m)
 {
 	struct sl_cmsg_register r;
@@ -381,6 +473,7 @@ static void on_register(int ci, const struct sl_cmsg *m)
 		return;
 	}
 	logf_("node %s registered as %u", r.name, n->id);
+	node_lease(n, true);
 	if (changed) {
 		char why[96];
 		snprintf(why, sizeof(why), "%s joined", r.name);
@@ -410,6 +503,11 @@ static void on_frames(int ci)
 			return;
 		}
 		off += used;
+		if (C.etcd && !C.leader) {
+			/* a standby: the nodes and sluicectl try the next controller */
+			close_conn(ci);
+			return;
+		}
 		if (m.type == SL_CMSG_REGISTER) {
 			on_register(ci, &m);
 			if (c->fd < 0)
@@ -433,6 +531,13 @@ static void on_frames(int ci)
 		if (m.type == SL_CMSG_HEARTBEAT) {
 			n->last_hb_ms = now_ms();
 			n->epoch_seen = m.epoch;
+			node_lease(n, false);
+			/* answered, so a node knows its controller is there (one
+			 * stopped or cut off keeps the connection open) */
+			if (send_frame(ci, SL_CMSG_HEARTBEAT, NULL, 0) != 0) {
+				close_conn(ci);
+				return;
+			}
 		}
 	}
 	memmove(c->rbuf, c->rbuf + off, c->rlen - off);
@@ -464,8 +569,12 @@ static void check_liveness(void)
 	uint64_t now = now_ms(), limit = (uint64_t)C.hb_ms * C.dead_after;
 	for (unsigned i = 0; i < C.nnodes; i++) {
 		struct node *n = &C.nodes[i];
-		if (n->alive && now - n->last_hb_ms > limit) {
+		if (n->alive && (int64_t)(now - n->last_hb_ms) > (int64_t)limit) {
 			n->alive = false;
+			if (C.etcd && n->lease) {
+				sl_etcd_lease_revoke(C.etcd, n->lease);
+				n->lease = 0;
+			}
 			if (n->conn >= 0)
 				close_conn(n->conn);
 			char why[96];
@@ -474,6 +583,139 @@ static void check_liveness(void)
 			publish(why);
 		}
 	}
+}
+
+/* ---- --etcd: election ---------------------------------------------------- */
+
+static void *campaign_main(void *arg)
+{
+	(void)arg;
+	struct sl_etcd *e = sl_etcd_open(C.etcd_url, 2000);
+	int64_t lease = __atomic_load_n(&C.lease, __ATOMIC_ACQUIRE);
+	while (e && !C.quit && __atomic_load_n(&C.lease, __ATOMIC_ACQUIRE) == lease) {
+		char *key = NULL;
+		int64_t rev = 0;
+		int rc = sl_etcd_campaign(e, "sluice-control", lease, C.listen_at, &key, &rev);
+		if (rc == 0) {
+			C.leader_key = key;
+			C.leader_rev = rev;
+			__atomic_store_n(&C.won, 1, __ATOMIC_RELEASE);
+			break;
+		}
+		free(key);
+		if (rc != -EIO) {
+			struct timespec ts = {0, 200000000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	if (!__atomic_load_n(&C.won, __ATOMIC_ACQUIRE))
+		__atomic_store_n(&C.won, -1, __ATOMIC_RELEASE);
+	sl_etcd_close(e);
+	return NULL;
+}
+
+/* A fresh lease and a campaign with it, in a thread of its own (the
+ * campaign blocks while another controller leads). */
+static void campaign(void)
+{
+	int64_t lease;
+	if (C.campaigning || sl_etcd_lease_grant(C.etcd, (int)C.lease_ttl, &lease) != 0)
+		return;
+	__atomic_store_n(&C.lease, lease, __ATOMIC_RELEASE);
+	C.lease_renewed = now_ms();
+	C.won = 0;
+	if (pthread_create(&C.campaigner, NULL, campaign_main, NULL) == 0) {
+		/* never joined: at exit it may still be waiting in etcd */
+		pthread_detach(C.campaigner);
+		C.campaigning = true;
+	}
+}
+
+static void on_state_node(void *arg, const char *key, const char *val)
+{
+	(void)val;
+	const char *name = strrchr(key, '/');
+	for (unsigned i = 0; name && i < C.nnodes; i++)
+		if (strcmp(C.nodes[i].reg.name, name + 1) == 0)
+			*((bool *)arg + i) = true;
+}
+
+/* Won the election: take over the state etcd holds, and lead. */
+static void take_office(void)
+{
+	char *st = NULL;
+	size_t len = 0;
+	for (unsigned i = 0; i < C.nnodes; i++)
+		if (C.nodes[i].conn >= 0)
+			close_conn(C.nodes[i].conn);
+	C.nnodes = 0;
+	int rc = sl_etcd_get(C.etcd, "/sluice/state", &st, &len);
+	if (rc == 1) {
+		FILE *f = fmemopen(st, len, "r");
+		if (!f || read_state(f) != 0)
+			logf_("the state in etcd cannot be read: starting afresh");
+	}
+	free(st);
+	/* who was alive: their leases' keys; they get time to find us */
+	static bool alive[MAX_NODES];
+	memset(alive, 0, sizeof(alive));
+	sl_etcd_list(C.etcd, "/sluice/alive/", on_state_node, alive);
+	uint64_t grace = now_ms() + (C.lease_ttl * 1000u > 1000 ? C.lease_ttl * 1000u : 1000);
+	for (unsigned i = 0; i < C.nnodes; i++) {
+		C.nodes[i].alive = alive[i];
+		C.nodes[i].last_hb_ms = grace;
+	}
+	if (C.epoch < 1)
+		C.epoch = 1;
+	/* frames numbered above anything a node saw from an earlier leader */
+	C.seq = wall_us();
+	C.leader = true;
+	logf_("elected (leader key %s, revision %lld), epoch %llu, %u known node(s)",
+	      C.leader_key, (long long)C.leader_rev, (unsigned long long)C.epoch, C.nnodes);
+	publish("a new controller leads");
+}
+
+static void step_down(const char *why)
+{
+	if (!C.leader)
+		return;
+	C.leader = false;
+	logf_("stepping down: %s", why);
+	for (int i = 0; i < MAX_CONNS; i++)
+		close_conn(i);
+	free(C.leader_key);
+	C.leader_key = NULL;
+	/* campaign afresh, with a new lease */
+	if (C.lease)
+		sl_etcd_lease_revoke(C.etcd, C.lease);
+	__atomic_store_n(&C.lease, 0, __ATOMIC_RELEASE);
+}
+
+/* Every loop turn with --etcd: the campaign's outcome, the lease. */
+static void etcd_turn(void)
+{
+	if (C.campaigning && __atomic_load_n(&C.won, __ATOMIC_ACQUIRE) != 0) {
+		C.campaigning = false;
+		if (C.won == 1)
+			take_office();
+	}
+	uint64_t now = now_ms();
+	if (C.lease && now - C.lease_renewed >= C.lease_ttl * 1000u / 3) {
+		int rc = sl_etcd_lease_keepalive(C.etcd, C.lease);
+		if (rc == 0) {
+			C.lease_renewed = now;
+		} else if (rc == -ENOENT) {
+			/* our lease ran out (we were away): whatever we led is
+			 * someone else's now */
+			step_down("the controller's lease expired");
+			__atomic_store_n(&C.lease, 0, __ATOMIC_RELEASE);
+		} else if (C.leader && now - C.lease_renewed >= C.lease_ttl * 1000u) {
+			step_down("etcd unreachable for a whole lease");
+			__atomic_store_n(&C.lease, 0, __ATOMIC_RELEASE);
+		}
+	}
+	if (!C.lease && !C.campaigning)
+		campaign();
 }
 
 static int listen_on(const char *hostport)
@@ -503,7 +745,8 @@ static void usage(void)
 {
 	fprintf(stderr,
 	        "usage: sluice-control --listen HOST:PORT --key-file FILE [--state FILE]\n"
-	        "                      [--heartbeat-ms 50] [--dead-after 5] [--vnodes 150]\n");
+	        "                      [--heartbeat-ms 50] [--dead-after 5] [--vnodes 150]\n"
+	        "                      [--etcd URL [--lease-ttl 2]]\n");
 }
 
 int main(int argc, char **argv)
@@ -515,17 +758,20 @@ int main(int argc, char **argv)
 	    {"heartbeat-ms", required_argument, NULL, 'h'},
 	    {"dead-after", required_argument, NULL, 'd'},
 	    {"vnodes", required_argument, NULL, 'v'},
+	    {"etcd", required_argument, NULL, 'e'},
+	    {"lease-ttl", required_argument, NULL, 't'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *listen_at = NULL, *keyfile = NULL;
 	C.hb_ms = 50;
 	C.dead_after = 5;
 	C.vnodes = 150;
+	C.lease_ttl = 2;
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		char *end = NULL;
 		long v = 0;
-		if (o == 'h' || o == 'd' || o == 'v') {
+		if (o == 'h' || o == 'd' || o == 'v' || o == 't') {
 			v = strtol(optarg, &end, 10);
 			if (*end || v < 1 || v > 100000) {
 				fprintf(stderr,
@@ -553,6 +799,12 @@ int main(int argc, char **argv)
 		case 'v':
 			C.vnodes = (unsigned)v;
 			break;
+		case 'e':
+			C.etcd_url = optarg;
+			break;
+		case 't':
+			C.lease_ttl = (unsigned)v;
+			break;
 		default:
 			usage();
 			return 2;
@@ -566,6 +818,15 @@ int main(int argc, char **argv)
 	if (sl_cmsg_read_key(keyfile, C.key, &why) != 0) {
 		fprintf(stderr, "sluice-control: --key-file %s: %s\n", keyfile, why);
 		return 2;
+	}
+	if (C.etcd_url && C.state) {
+		fprintf(stderr, "sluice-control: --state or --etcd, not both\n");
+		return 2;
+	}
+	C.listen_at = listen_at;
+	if (C.etcd_url && !(C.etcd = sl_etcd_open(C.etcd_url, 1000))) {
+		fprintf(stderr, "sluice-control: cannot set up an etcd client\n");
+		return 1;
 	}
 	if (load_state() != 0) {
 		fprintf(stderr, "sluice-control: --state %s: cannot be read\n", C.state);
@@ -623,8 +884,14 @@ int main(int argc, char **argv)
 			if (C.conns[ci].fd >= 0)
 				on_readable(ci);
 		}
-		check_liveness();
+		if (C.etcd)
+			etcd_turn();
+		if (!C.etcd || C.leader)
+			check_liveness();
 	}
+	if (C.etcd && C.lease)
+		sl_etcd_lease_revoke(C.etcd, C.lease); /* a standby takes over at once */
+	sl_etcd_close(C.etcd);
 	for (int i = 0; i < MAX_CONNS; i++)
 		close_conn(i);
 	close(C.lfd);

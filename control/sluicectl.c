@@ -280,7 +280,8 @@ static const char *keyfile;
 
 /* One request frame, one answer frame of type @p want: its body, malloc'd
  * and NUL-terminated, in *out, its length in *len. */
-static int ask(uint8_t type, uint8_t want, uint8_t **out, uint32_t *len, uint64_t *epoch)
+static int ask_at(const char *controller, bool last, uint8_t type, uint8_t want, uint8_t **out,
+                  uint32_t *len, uint64_t *epoch)
 {
 	uint8_t key[SL_CMSG_KEY];
 	const char *why;
@@ -304,8 +305,9 @@ static int ask(uint8_t type, uint8_t want, uint8_t **out, uint32_t *len, uint64_
 	struct timeval tv = {5, 0};
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		fprintf(stderr, "sluicectl: cannot reach sluice-control at %s: %s\n", controller,
-		        strerror(errno));
+		if (last)
+			fprintf(stderr, "sluicectl: cannot reach sluice-control at %s: %s\n",
+			        controller, strerror(errno));
 		close(fd);
 		return -1;
 	}
@@ -343,8 +345,10 @@ static int ask(uint8_t type, uint8_t want, uint8_t **out, uint32_t *len, uint64_
 		}
 		ssize_t r = read(fd, buf + have, SL_CMSG_BODY_MAX + 64 - have);
 		if (r <= 0) {
-			fprintf(stderr, "sluicectl: the controller closed the connection "
-			                "(a wrong cluster key?)\n");
+			/* a standby of an etcd-backed pair closes at once too */
+			if (last)
+				fprintf(stderr, "sluicectl: the controller closed the connection "
+				                "(a wrong cluster key, or not the leader?)\n");
 			goto out;
 		}
 		have += (size_t)r;
@@ -353,6 +357,22 @@ out:
 	free(buf);
 	close(fd);
 	return rc;
+}
+
+/* ask the controllers of the list (--controller A,B,...) in turn: the
+ * leader answers */
+static int ask(uint8_t type, uint8_t want, uint8_t **out, uint32_t *len, uint64_t *epoch)
+{
+	char list[512];
+	snprintf(list, sizeof(list), "%s", controller);
+	char *save = NULL, *tok = strtok_r(list, ",", &save);
+	while (tok) {
+		char *next = strtok_r(NULL, ",", &save);
+		if (ask_at(tok, next == NULL, type, want, out, len, epoch) == 0)
+			return 0;
+		tok = next;
+	}
+	return -1;
 }
 
 struct st_node {

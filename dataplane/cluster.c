@@ -3,13 +3,17 @@
  * sluice-control, registered with the main loop like any descriptor.
  *
  *   connect -> REGISTER (name, address, workers, weight) -> ACK (node id)
- *   every heartbeat interval: HEARTBEAT (the epoch it routes by)
+ *   every heartbeat interval: HEARTBEAT (the epoch it routes by), which
+ *   the controller answers; SILENT_HEARTBEATS without an answer and the
+ *   node moves on to the next controller
  *   TABLE pushes: checked (MAC, sender, sequence, epoch above the current
  *   one, a valid table naming this node), then this node's view of it is
  *   published to the workers (tables.c)
  *
  * A connection that fails, or brings a frame without the cluster key, is
- * closed and made again after a back-off; meanwhile the node serves with
+ * closed and made again after a back-off, to the next controller of the
+ * list (a standby of an etcd-backed pair closes it at once, so the node
+ * finds the leader); meanwhile the node serves with
  * its last table, as it must when the controller is away.
  */
 #include <arpa/inet.h>
@@ -29,6 +33,8 @@
 
 #define RBUF_CAP (SL_CMSG_BODY_MAX + 64)
 #define RECONNECT_MS 200
+/* heartbeats without an answer before the controller counts as gone */
+#define SILENT_HEARTBEATS 10
 
 static uint64_t mono_ms(void)
 {
@@ -108,6 +114,7 @@ static void on_frames(struct sl_cluster *c)
 			return;
 		}
 		off += used;
+		c->last_rx_ms = mono_ms();
 		if (m.type == SL_CMSG_ACK && m.body_len == 2) {
 			c->node->cluster.id = (uint16_t)(m.body[0] << 8 | m.body[1]);
 			c->node->cluster.connected = true;
@@ -168,8 +175,10 @@ static bool cluster_poll(struct sl_poller *p, bool *no_wait)
 		int one = 1;
 		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->registered = false;
+		c->last_rx_ms = now;
 		if (c->fd < 0 ||
-		    (connect(c->fd, (struct sockaddr *)&c->ctl, sizeof(c->ctl)) != 0 &&
+		    (connect(c->fd, (struct sockaddr *)&c->ctl[c->next_ctl++ % c->nctl],
+		             sizeof(c->ctl[0])) != 0 &&
 		     errno != EINPROGRESS) ||
 		    sl_loop_add(c->loop, c->fd, EPOLLOUT | EPOLLIN, &c->h) != 0) {
 			if (c->fd >= 0)
@@ -178,6 +187,14 @@ static bool cluster_poll(struct sl_poller *p, bool *no_wait)
 			c->next_connect_ms = now + RECONNECT_MS;
 		}
 		busy = true;
+	}
+	if (c->fd >= 0 && now - c->last_rx_ms > SILENT_HEARTBEATS * (uint64_t)c->hb_ms + RECONNECT_MS) {
+		/* a controller that answers no heartbeat (or registration) is
+		 * stopped or cut off, though its connection may stay open (the
+		 * kernel accepts for a stopped process): try the next */
+		c->node->cluster.controller_silent++;
+		drop_conn(c);
+		return true;
 	}
 	if (c->fd >= 0 && c->node->cluster.connected && now >= c->next_hb_ms) {
 		c->next_hb_ms = now + c->hb_ms;
@@ -203,7 +220,8 @@ int sl_cluster_init(struct sl_cluster *c, const struct sl_cluster_conf *cf, stru
 	c->fd = -1;
 	c->hb_ms = cf->heartbeat_ms ? cf->heartbeat_ms : 50;
 	memcpy(c->key, cf->key, SL_CMSG_KEY);
-	c->ctl = cf->controller;
+	memcpy(c->ctl, cf->controller, sizeof(c->ctl));
+	c->nctl = cf->ncontrollers;
 	c->reg.ip = cf->ip;
 	c->reg.port = cf->port;
 	c->reg.cport = cf->cport;

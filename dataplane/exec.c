@@ -1140,6 +1140,7 @@ static void stats_cluster(struct sl_exec *ex, struct sl_buf *o)
 	stat_u(o, "tables_refused", n->cluster.tables_refused);
 	stat_u(o, "messages_refused", n->cluster.msgs_refused);
 	stat_u(o, "controller_connects", n->cluster.connects);
+	stat_u(o, "controller_silent", n->cluster.controller_silent);
 	stat_u(o, "not_served", s.not_served);
 	stat_u(o, "forwarded_out", s.fwd_out);
 	stat_u(o, "forwarded_in", s.fwd_in);

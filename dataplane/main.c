@@ -103,7 +103,8 @@ static void usage(const char *prog)
 	    "  --udp-amp-factor N      allowed sources: bytes sent per byte received (10)\n"
 	    "  --udp-max-reply BYTES   allowed sources: largest reply, and the burst\n"
 	    "                          allowance (16384); larger: use TCP\n"
-	    "  --controller HOST:PORT  join the cluster of this sluice-control\n"
+	    "  --controller HOST:PORT[,HOST:PORT...]  join the cluster of this\n"
+	    "                          sluice-control (several: the etcd-backed ones)\n"
 	    "  --cluster-key-file FILE the cluster key (64 hex digits, mode 600)\n"
 	    "  --name NAME             this node's name in the cluster (default: its address)\n"
 	    "  --weight N              its capacity, 1-255 (default 1)\n"
@@ -303,8 +304,17 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 			c->trust_given |= o == 'T';
 			break;
 		case 'C':
-			if (hostport_arg("controller", optarg, &c->cl.controller))
-				return -1;
+			for (char *save = NULL, *tok = strtok_r(optarg, ",", &save); tok;
+			     tok = strtok_r(NULL, ",", &save)) {
+				if (c->cl.ncontrollers == SL_MAX_CONTROLLERS) {
+					fprintf(stderr, "sluiced: --controller: at most %u\n",
+					        SL_MAX_CONTROLLERS);
+					return -1;
+				}
+				if (hostport_arg("controller", tok,
+				                 &c->cl.controller[c->cl.ncontrollers++]))
+					return -1;
+			}
 			c->cluster = true;
 			break;
 		case 'K': {

@@ -430,8 +430,11 @@ void sl_tcp_fini(struct sl_tcp *t);
 
 /* ---- cluster.c: the control channel to sluice-control (main lcore) -------- */
 
+#define SL_MAX_CONTROLLERS 4
+
 struct sl_cluster_conf {
-	struct sockaddr_in controller;
+	struct sockaddr_in controller[SL_MAX_CONTROLLERS]; /* tried in turn */
+	unsigned ncontrollers;
 	uint8_t key[SL_CMSG_KEY];
 	char name[64];
 	uint8_t weight;
@@ -448,7 +451,8 @@ struct sl_cluster {
 	struct sl_loop *loop;
 	struct sl_tables *tables;
 	struct sl_node *node;
-	struct sockaddr_in ctl;
+	struct sockaddr_in ctl[SL_MAX_CONTROLLERS];
+	unsigned nctl, next_ctl; /* the one to try next */
 	uint8_t key[SL_CMSG_KEY];
 	struct sl_cmsg_register reg;
 	int fd;
@@ -457,6 +461,7 @@ struct sl_cluster {
 	size_t rlen;
 	uint64_t seq, last_ctl_seq;
 	uint64_t next_hb_ms, next_connect_ms;
+	uint64_t last_rx_ms; /* the last frame from the controller */
 	unsigned hb_ms;
 };
 

@@ -130,13 +130,37 @@ class Cluster:
         os.rename(tmp, self.path)
 
     # ---- pieces ------------------------------------------------------------
+    def start_etcd(self):
+        import urllib.request
+        port, peer = free_port(), free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = open(os.path.join(self.dir, "etcd.log"), "a")
+        p = subprocess.Popen(["etcd", "--name", "sluice", "--data-dir",
+                              os.path.join(self.dir, "etcd"), "--listen-client-urls", url,
+                              "--advertise-client-urls", url, "--listen-peer-urls",
+                              f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls",
+                              f"http://127.0.0.1:{peer}", "--initial-cluster",
+                              f"sluice=http://127.0.0.1:{peer}"],
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(urllib.request.Request(
+                    url + "/v3/kv/range", data=b'{"key":"AA=="}', method="POST"), timeout=1)
+                return {"pid": p.pid, "url": url}
+            except OSError:
+                if p.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("etcd did not start: see " + log.name)
+                time.sleep(0.1)
+
     def start_controller(self, i):
         st = self.state
         port = free_port()
         log = open(os.path.join(self.dir, f"control{i}.log"), "a")
+        where = (["--etcd", st["etcd"]["url"], "--lease-ttl", str(st.get("lease_ttl", 2))]
+                 if st.get("etcd") else ["--state", os.path.join(self.dir, "control.state")])
         cmd = [os.path.join(BUILD, "sluice-control"), "--listen", f"127.0.0.1:{port}", "--key-file",
-               st["key_file"], "--state", os.path.join(self.dir, "control.state"),
-               "--heartbeat-ms", "50"]
+               st["key_file"], "--heartbeat-ms", "50"] + where
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         for _ in range(200):
             try:
@@ -156,7 +180,7 @@ class Cluster:
         ip = f"{SUBNET}.{10 + n}"
         local = f"127.0.0.1:{11210 + n}"
         sh("ip", "netns", "add", xns, check=False)
-        ctl = st["controllers"][0]["addr"]
+        ctl = ",".join(c["addr"] for c in st["controllers"])
         tag = f"{ns}-{name}"
         # SLUICE_LOGDIR: where the test suite collects logs (sanitizer reports)
         log_path = os.path.join(os.environ.get("SLUICE_LOGDIR", self.dir), f"{ns}-{name}.log")
@@ -203,7 +227,7 @@ class Cluster:
         raise RuntimeError("the cluster did not converge: see the logs in " + self.dir)
 
     # ---- commands ----------------------------------------------------------
-    def up(self, nodes, workers, memory, controllers, node_args=()):
+    def up(self, nodes, workers, memory, controllers, node_args=(), etcd=False):
         if os.path.exists(self.path):
             old = self.load()
             if any(alive(x["pid"]) for x in old["nodes"] + old["controllers"]):
@@ -213,6 +237,7 @@ class Cluster:
         for f in ("control.state",):
             if os.path.exists(os.path.join(self.dir, f)):
                 os.unlink(os.path.join(self.dir, f))
+        subprocess.run(["rm", "-rf", os.path.join(self.dir, "etcd")], check=True)
         ns = f"slcl{zlib.crc32(self.dir.encode()) % 100000}"
         key = os.path.join(self.dir, "cluster.key")
         with open(key, "w") as f:
@@ -227,6 +252,9 @@ class Cluster:
         sh("ip", "-n", ns, "link", "add", "slbr", "type", "bridge")
         sh("ip", "-n", ns, "addr", "add", f"{CLIENT_IP}/24", "dev", "slbr")
         sh("ip", "-n", ns, "link", "set", "slbr", "up")
+        if etcd:
+            self.state["etcd"] = self.start_etcd()
+            self.save()
         for i in range(controllers):
             self.state["controllers"].append(self.start_controller(i))
             self.save()
@@ -283,8 +311,9 @@ def stop_pid(pid, timeout=10):
 
 def describe(c):
     st = c.state
-    print(f"cluster up in {c.dir} ({len(st['nodes'])} nodes, controller "
-          f"{st['controllers'][0]['addr']})")
+    print(f"cluster up in {c.dir} ({len(st['nodes'])} nodes, controller(s) "
+          f"{', '.join(x['addr'] for x in st['controllers'])}"
+          f"{', etcd ' + st['etcd']['url'] if st['etcd'] else ''})")
     for n in st["nodes"]:
         print(f"  {n['name']}: {n['ip']}:11211 (UDP, TCP) in netns {st['client_netns']}, "
               f"TCP {n['local_tcp']}")
@@ -326,12 +355,15 @@ def main():
         raise SystemExit("cluster.sh: needs root (namespaces, taps)")
     c = Cluster(args.dir)
     if args.cmd == "up":
-        if args.etcd or args.controllers > 1:
-            raise SystemExit("cluster.sh: --etcd and several controllers are not built yet")
+        if args.controllers > 1 and not args.etcd:
+            raise SystemExit("cluster.sh: several controllers need --etcd (one leads)")
+        if not 1 <= args.controllers <= 3:
+            raise SystemExit("cluster.sh: --controllers must be 1-3")
         if args.nodes < 1 or args.nodes > 200:
             raise SystemExit("cluster.sh: --nodes must be 1-200")
         try:
-            c.up(args.nodes, args.workers, args.memory, args.controllers, args.node_arg)
+            c.up(args.nodes, args.workers, args.memory, args.controllers, args.node_arg,
+                 etcd=args.etcd)
         except BaseException:
             if c.state:
                 c.down()

@@ -5,10 +5,11 @@
 set -euo pipefail
 
 BUILD_PKGS=(build-essential pkg-config meson ninja-build libdpdk-dev dpdk libjemalloc-dev
-            libxxhash-dev libcriterion-dev libsodium-dev iproute2 python3)
+            libxxhash-dev libcriterion-dev libsodium-dev libcurl4-openssl-dev libjansson-dev
+            iproute2 python3)
 TEST_PKGS=(memcached python3-pymemcache python3-pytest libmemcached-tools php-cli php-memcache
            clang libclang-rt-14-dev iputils-ping netcat-openbsd perl valgrind dpkg-dev
-           libcache-memcached-perl dpdk-dev ethtool gnuplot-nox)
+           libcache-memcached-perl dpdk-dev ethtool gnuplot-nox etcd-server etcd-client nutcracker)
 
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" == "--test" ]]; then

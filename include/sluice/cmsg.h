@@ -34,6 +34,7 @@
  *   | name length u8 | name |
  *   SL_CMSG_ACK body (controller -> node): | node id u16 |
  *   SL_CMSG_HEARTBEAT: no body; the epoch is the table the node routes by.
+ *   The controller answers each with a HEARTBEAT of its own (its epoch).
  *   SL_CMSG_STATUS (sluicectl -> controller): no body; answered with a
  *   STATUS frame whose body is JSON: {"epoch": E, "nodes": [{"id", "name",
  *   "addr", "alive", "weight", "primary_slots", "backup_slots"}]}.

@@ -179,6 +179,7 @@ struct sl_node {
 		uint64_t tables_refused; /* stale epoch or not valid */
 		uint64_t msgs_refused;   /* no or wrong MAC, malformed, replayed */
 		uint64_t connects;
+		uint64_t controller_silent; /* connections given up: no answer */
 	} cluster;
 };
 
