@@ -29,6 +29,9 @@
 #define MAX_SEEDS 16
 #define MAX_NODES 255
 #define DGRAM_MAX 1400 /* a request's datagram, frame included */
+/* a set travels in one datagram, which the kernel fragments over the MTU
+ * and DPDK 22.11 reassembles from at most 8 fragments */
+#define SET_MAX (8 * 1480 - 8 - SL_FRAME_LEN - 300)
 
 struct sluice {
 	int fd;
@@ -483,6 +486,8 @@ int sluice_set(struct sluice *c, const char *key, size_t klen, const void *val, 
 {
 	if (!valid_key(key, klen))
 		return -EINVAL;
+	if (vlen > SET_MAX)
+		return -EMSGSIZE;
 	size_t cap = klen + vlen + 64;
 	char *text = malloc(cap);
 	if (!text)

@@ -56,7 +56,8 @@ uint64_t sluice_epoch(const struct sluice *c);
 
 /** @return 1 (found, *v filled), 0 (not found), or -errno. */
 int sluice_get(struct sluice *c, const char *key, size_t klen, struct sluice_value *v);
-/** @return 0 (stored), or -errno (-ENOSPC: the node could not store it). */
+/** @return 0 (stored), or -errno (-ENOSPC: the node could not store it;
+ *  -EMSGSIZE: over ~11 KB, which one UDP request cannot carry: use TCP). */
 int sluice_set(struct sluice *c, const char *key, size_t klen, const void *val, size_t vlen,
                uint32_t flags, int32_t exptime);
 /** @return 1 (deleted), 0 (there was none), or -errno. */
