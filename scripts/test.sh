@@ -50,7 +50,7 @@ build_asan() {
 build_asan_dp() {
     [[ -f build-asan-dp/build.ninja ]] || meson setup build-asan-dp -Dbuildtype=debug \
         -Db_sanitize=address,undefined -Db_lundef=false -Dfaults=true || return 1
-    ninja -C build-asan-dp sluiced perf/sluice-bench sluice-control sluicectl
+    ninja -C build-asan-dp sluiced perf/sluice-bench sluice-control sluicectl sluice-example
 }
 e2e_asan() {
     local logs; logs=$(mktemp -d)
