@@ -358,6 +358,7 @@ static void publish(const char *why)
 	table_body = body;
 	table_len = sz;
 	unsigned pushed = 0;
+	uint64_t t_push = wall_us();
 	for (unsigned i = 0; i < C.nnodes; i++) {
 		int ci = C.nodes[i].conn;
 		if (ci >= 0 && send_frame(ci, SL_CMSG_TABLE, body, (uint32_t)sz) == 0)
@@ -365,8 +366,8 @@ static void publish(const char *why)
 		else if (ci >= 0)
 			close_conn(ci);
 	}
-	logf_("epoch %llu: %u live node(s), pushed to %u (%s)", (unsigned long long)C.epoch, n,
-	      pushed, why);
+	logf_("epoch %llu: %u live node(s), pushed to %u at %llu (%s)", (unsigned long long)C.epoch,
+	      n, pushed, (unsigned long long)t_push, why);
 }
 
 /* sluicectl's requests: status as JSON, or the current table. */

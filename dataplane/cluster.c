@@ -93,6 +93,9 @@ static void install(struct sl_cluster *c, const struct sl_cmsg *m)
 	nd->cluster.slots = mine;
 	nd->epoch = m->epoch;
 	nd->cluster.tables_installed++;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	nd->cluster.installed_us = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
 static void on_frames(struct sl_cluster *c)

@@ -1137,6 +1137,7 @@ static void stats_cluster(struct sl_exec *ex, struct sl_buf *o)
 	stat_u(o, "epoch", n->epoch);
 	stat_u(o, "slots_owned", n->cluster.on ? n->cluster.slots : SL_SLOTS);
 	stat_u(o, "tables_installed", n->cluster.tables_installed);
+	stat_u(o, "table_installed_us", n->cluster.installed_us);
 	stat_u(o, "tables_refused", n->cluster.tables_refused);
 	stat_u(o, "messages_refused", n->cluster.msgs_refused);
 	stat_u(o, "controller_connects", n->cluster.connects);

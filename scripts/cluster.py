@@ -172,7 +172,7 @@ class Cluster:
                 time.sleep(0.05)
         return {"pid": p.pid, "addr": f"127.0.0.1:{port}"}
 
-    def start_node(self, n):
+    def start_node(self, n, extra=()):
         st = self.state
         ns = st["client_netns"]
         name = f"n{n}"
@@ -192,7 +192,7 @@ class Cluster:
                "--ip", f"{ip}/24", "--tcp", local, "--workers", str(st["workers"]),
                "--memory", str(st["memory"]), "--exception-port", "1", "--exception-netns", xns,
                "--controller", ctl, "--cluster-key-file", st["key_file"], "--name", name,
-               "--heartbeat-ms", "50"] + st.get("node_args", [])
+               "--heartbeat-ms", "50"] + st.get("node_args", []) + list(extra)
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 60
         while "sluiced: ready" not in open(log_path).read():
@@ -260,12 +260,12 @@ class Cluster:
             self.save()
         for _ in range(nodes):
             self.add(wait=False)
-        return self.wait_converged()
+        return self.wait_converged() if nodes else None
 
-    def add(self, wait=True):
+    def add(self, wait=True, extra=()):
         n = self.state["next"]
         self.state["next"] = n + 1
-        self.state["nodes"].append(self.start_node(n))
+        self.state["nodes"].append(self.start_node(n, extra))
         self.save()
         return self.wait_converged() if wait else None
 

@@ -176,6 +176,7 @@ struct sl_node {
 		uint16_t id;    /* node id the controller gave, 0 before */
 		uint32_t slots; /* slots this node serves in its table */
 		uint64_t tables_installed;
+		uint64_t installed_us; /* when the last one was (unix microseconds) */
 		uint64_t tables_refused; /* stale epoch or not valid */
 		uint64_t msgs_refused;   /* no or wrong MAC, malformed, replayed */
 		uint64_t connects;
