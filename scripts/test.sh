@@ -54,6 +54,8 @@ build_asan_dp() {
 }
 e2e_asan() {
     local logs; logs=$(mktemp -d)
+    SLUICE_MEMCACHED_T=$(scripts/fetch-memcached-t.sh) || return 1
+    export SLUICE_MEMCACHED_T
     (cd tests/e2e && SLUICE_BUILD="$ROOT/build-asan-dp" SLUICE_LOGDIR="$logs" \
         ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         /usr/bin/python3 -m pytest -q -p no:cacheprovider test_udp.py test_tcp.py \

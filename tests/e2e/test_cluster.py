@@ -344,3 +344,25 @@ def test_sluicectl_get_set_del(cluster):
     assert r.returncode == 1 and "not found" in r.stderr
     r = in_client_ns(st, ctl, "--nodes", "198.18.0.250:11211", "get", "ctl-key")
     assert r.returncode == 1 and "no node" in r.stderr
+
+
+def test_memcached_t_files_pass_through_any_node(cluster):
+    """memcached's own t/ files that pass against one node pass against a
+    node of the cluster, most of their keys living on the other nodes (a
+    flush_all is each node's own: every node is flushed first, as a pool
+    of memcached servers is)."""
+    from test_memcached_suite import REQUIRED, run_file, suite_dir, tap
+    d, st = cluster
+    t = suite_dir()
+    target = st["nodes"][1]
+    for name in REQUIRED:
+        for n in st["nodes"]:
+            Client(n["local_tcp"]).flush_all(noreply=False)
+        rc, out = run_file(t, name, f"{target['ip']}:11211", netns=st["client_netns"])
+        if name == "udp":
+            plan, res = tap(out)
+            text = [n for n, (ok, desc) in res.items() if "binary" not in desc]
+            assert len(text) >= 50 and all(res[n][0] for n in text), out
+            continue
+        assert rc == 0, f"{name}:\n{out}"
+    assert stats(target["local_tcp"])["forwarded_out"] > 0
