@@ -5,45 +5,13 @@
 
 #include <sodium.h>
 
+#include "sluice/be.h"
 #include "sluice/cmsg.h"
 
 static const uint8_t MAGIC[4] = {'S', 'L', 'C', '1'};
 #define VERSION 1
 #define NODE_ENTRY 20
 #define SLOT_ENTRY 4
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)(v >> 16));
-	put16(p + 2, (uint16_t)v);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)(v >> 32));
-	put32(p + 4, (uint32_t)v);
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)get16(p) << 16 | get16(p + 2);
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
 
 static void mac(uint8_t out[SL_CMSG_MAC], const uint8_t *p, size_t n,
                 const uint8_t key[SL_CMSG_KEY])
@@ -58,11 +26,11 @@ size_t sl_cmsg_encode(uint8_t *out, const struct sl_cmsg *m, const uint8_t key[S
 	memcpy(out, MAGIC, 4);
 	out[4] = VERSION;
 	out[5] = m->type;
-	put16(out + 6, 0);
-	put32(out + 8, m->body_len);
-	put32(out + 12, m->sender);
-	put64(out + 16, m->epoch);
-	put64(out + 24, m->seq);
+	sl_put16(out + 6, 0);
+	sl_put32(out + 8, m->body_len);
+	sl_put32(out + 12, m->sender);
+	sl_put64(out + 16, m->epoch);
+	sl_put64(out + 24, m->seq);
 	if (m->body_len)
 		memmove(out + SL_CMSG_HDR, m->body, m->body_len);
 	mac(out + SL_CMSG_HDR + m->body_len, out, SL_CMSG_HDR + m->body_len, key);
@@ -79,8 +47,8 @@ enum sl_cmsg_verdict sl_cmsg_decode(const uint8_t *in, size_t len, const uint8_t
 		return SL_CMSG_BAD;
 	if (len < SL_CMSG_HDR)
 		return SL_CMSG_SHORT;
-	uint32_t body = get32(in + 8);
-	if (body > SL_CMSG_BODY_MAX || get16(in + 6) != 0)
+	uint32_t body = sl_get32(in + 8);
+	if (body > SL_CMSG_BODY_MAX || sl_get16(in + 6) != 0)
 		return SL_CMSG_BAD;
 	if (len < sl_cmsg_size(body))
 		return SL_CMSG_SHORT;
@@ -89,9 +57,9 @@ enum sl_cmsg_verdict sl_cmsg_decode(const uint8_t *in, size_t len, const uint8_t
 	if (sodium_memcmp(want, in + SL_CMSG_HDR + body, SL_CMSG_MAC) != 0)
 		return SL_CMSG_FORGED;
 	m->type = in[5];
-	m->sender = get32(in + 12);
-	m->epoch = get64(in + 16);
-	m->seq = get64(in + 24);
+	m->sender = sl_get32(in + 12);
+	m->epoch = sl_get64(in + 16);
+	m->seq = sl_get64(in + 24);
 	m->body = in + SL_CMSG_HDR;
 	m->body_len = body;
 	*used = sl_cmsg_size(body);
@@ -106,22 +74,22 @@ size_t sl_cmsg_table_size(unsigned n)
 size_t sl_cmsg_table_encode(uint8_t *out, const struct sl_cmsg_table *t)
 {
 	uint8_t *p = out;
-	put16(p, (uint16_t)t->n);
+	sl_put16(p, (uint16_t)t->n);
 	p += 2;
 	for (unsigned i = 0; i < t->n; i++, p += NODE_ENTRY) {
 		const struct sl_cmsg_node *nd = &t->node[i];
-		put16(p, nd->id);
+		sl_put16(p, nd->id);
 		memcpy(p + 2, &nd->ip, 4); /* already network order */
-		put16(p + 6, nd->port);
-		put16(p + 8, nd->cport);
+		sl_put16(p + 6, nd->port);
+		sl_put16(p + 8, nd->cport);
 		memcpy(p + 10, nd->mac, 6);
 		p[16] = nd->workers;
 		p[17] = nd->weight;
-		put16(p + 18, 0);
+		sl_put16(p + 18, 0);
 	}
 	for (unsigned s = 0; s < SL_SLOTS; s++, p += SLOT_ENTRY) {
-		put16(p, t->primary[s]);
-		put16(p + 2, t->backup[s]);
+		sl_put16(p, t->primary[s]);
+		sl_put16(p + 2, t->backup[s]);
 	}
 	return (size_t)(p - out);
 }
@@ -138,7 +106,7 @@ int sl_cmsg_table_decode(const uint8_t *body, uint32_t len, struct sl_cmsg_table
 {
 	if (len < 2)
 		return -EINVAL;
-	unsigned n = get16(body);
+	unsigned n = sl_get16(body);
 	if (n == 0 || n > SL_CMSG_NODES_MAX || len != sl_cmsg_table_size(n))
 		return -EINVAL;
 	t->n = n;
@@ -148,20 +116,20 @@ int sl_cmsg_table_decode(const uint8_t *body, uint32_t len, struct sl_cmsg_table
 	memset(seen, 0, sizeof(seen));
 	for (unsigned i = 0; i < n; i++, p += NODE_ENTRY) {
 		struct sl_cmsg_node *nd = &t->node[i];
-		nd->id = get16(p);
+		nd->id = sl_get16(p);
 		memcpy(&nd->ip, p + 2, 4);
-		nd->port = get16(p + 6);
-		nd->cport = get16(p + 8);
+		nd->port = sl_get16(p + 6);
+		nd->cport = sl_get16(p + 8);
 		memcpy(nd->mac, p + 10, 6);
 		nd->workers = p[16];
 		nd->weight = p[17];
 		if (nd->id == SL_CMSG_NO_NODE || (seen[nd->id / 8] & (1u << (nd->id % 8))) ||
-		    get16(p + 18) != 0 || nd->workers == 0)
+		    sl_get16(p + 18) != 0 || nd->workers == 0)
 			return -EINVAL;
 		seen[nd->id / 8] |= (uint8_t)(1u << (nd->id % 8));
 	}
 	for (unsigned s = 0; s < SL_SLOTS; s++, p += SLOT_ENTRY) {
-		uint16_t pr = get16(p), bk = get16(p + 2);
+		uint16_t pr = sl_get16(p), bk = sl_get16(p + 2);
 		if (pr == SL_CMSG_NO_NODE || !(seen[pr / 8] & (1u << (pr % 8))))
 			return -EINVAL;
 		if (bk != SL_CMSG_NO_NODE && (bk == pr || !(seen[bk / 8] & (1u << (bk % 8)))))
@@ -207,8 +175,8 @@ size_t sl_cmsg_register_encode(uint8_t *out, const struct sl_cmsg_register *r)
 {
 	size_t n = strnlen(r->name, sizeof(r->name) - 1);
 	memcpy(out, &r->ip, 4);
-	put16(out + 4, r->port);
-	put16(out + 6, r->cport);
+	sl_put16(out + 4, r->port);
+	sl_put16(out + 6, r->cport);
 	memcpy(out + 8, r->mac, 6);
 	out[14] = r->workers;
 	out[15] = r->weight;
@@ -223,8 +191,8 @@ int sl_cmsg_register_decode(const uint8_t *body, uint32_t len, struct sl_cmsg_re
 	    !body[15])
 		return -EINVAL;
 	memcpy(&r->ip, body, 4);
-	r->port = get16(body + 4);
-	r->cport = get16(body + 6);
+	r->port = sl_get16(body + 4);
+	r->cport = sl_get16(body + 6);
 	memcpy(r->mac, body + 8, 6);
 	r->workers = body[14];
 	r->weight = body[15];

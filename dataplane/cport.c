@@ -5,42 +5,10 @@
 
 #include <sodium.h>
 
+#include "sluice/be.h"
 #include "sluice/cport.h"
 
 static const uint8_t MAGIC[4] = {'S', 'L', 'F', '1'};
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)(v >> 16));
-	put16(p + 2, (uint16_t)v);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)(v >> 32));
-	put32(p + 4, (uint32_t)v);
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)get16(p) << 16 | get16(p + 2);
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
 
 static void mac(uint8_t out[SL_CPORT_MAC], const uint8_t *p, size_t n,
                 const uint8_t key[SL_CPORT_KEY])
@@ -54,15 +22,15 @@ size_t sl_cport_encode(uint8_t *out, const struct sl_cport_hdr *h, const void *d
 	memcpy(out, MAGIC, 4);
 	out[4] = h->type;
 	out[5] = h->hops;
-	put16(out + 6, h->node);
+	sl_put16(out + 6, h->node);
 	out[8] = h->worker;
 	out[9] = 0;
-	put16(out + 10, h->chunk);
-	put32(out + 12, h->total);
-	put32(out + 16, h->off);
-	put32(out + 20, 0);
-	put64(out + 24, h->epoch);
-	put64(out + 32, h->id);
+	sl_put16(out + 10, h->chunk);
+	sl_put32(out + 12, h->total);
+	sl_put32(out + 16, h->off);
+	sl_put32(out + 20, 0);
+	sl_put64(out + 24, h->epoch);
+	sl_put64(out + 32, h->id);
 	if (h->chunk)
 		memcpy(out + SL_CPORT_HDR, data, h->chunk);
 	mac(out + SL_CPORT_HDR + h->chunk, out, SL_CPORT_HDR + h->chunk, key);
@@ -74,7 +42,7 @@ enum sl_cport_verdict sl_cport_decode(const uint8_t *in, size_t len, uint32_t ma
 {
 	if (len < sl_cport_size(0) || memcmp(in, MAGIC, 4) != 0)
 		return SL_CPORT_BAD;
-	uint16_t chunk = get16(in + 10);
+	uint16_t chunk = sl_get16(in + 10);
 	if (len < sl_cport_size(chunk))
 		return SL_CPORT_BAD;
 	uint8_t want[SL_CPORT_MAC];
@@ -83,14 +51,14 @@ enum sl_cport_verdict sl_cport_decode(const uint8_t *in, size_t len, uint32_t ma
 		return SL_CPORT_FORGED;
 	h->type = in[4];
 	h->hops = in[5];
-	h->node = get16(in + 6);
+	h->node = sl_get16(in + 6);
 	h->worker = in[8];
 	h->chunk = chunk;
-	h->total = get32(in + 12);
-	h->off = get32(in + 16);
-	h->epoch = get64(in + 24);
-	h->id = get64(in + 32);
-	if ((h->type != SL_CPORT_REQ && h->type != SL_CPORT_REP) || in[9] || get32(in + 20))
+	h->total = sl_get32(in + 12);
+	h->off = sl_get32(in + 16);
+	h->epoch = sl_get64(in + 24);
+	h->id = sl_get64(in + 32);
+	if ((h->type != SL_CPORT_REQ && h->type != SL_CPORT_REP) || in[9] || sl_get32(in + 20))
 		return SL_CPORT_BAD;
 	/* a chunk in its place: whole chunks, the last one the rest */
 	if (h->total > max_total || h->total > SL_CPORT_MSG_MAX || h->off % SL_CPORT_CHUNK ||

@@ -16,45 +16,23 @@ Layout (one node):
 Traffic stays inside these namespaces and 198.18.0.0/15. Everything is torn
 down in stop(), which tests call from fixtures (also on failure).
 """
-import ctypes
 import os
 import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from cluster import InNetns  # noqa: E402  (the one netns helper, shared with cluster.sh)
 BUILD = os.environ.get("SLUICE_BUILD", os.path.join(ROOT, "build"))
 SLUICED = os.path.join(BUILD, "sluiced")
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
 def sh(*args, check=True):
     return subprocess.run(list(args), check=check, capture_output=True, text=True)
-
-
-class InNetns:
-    """Context manager: the calling thread enters a netns; sockets made inside
-    keep it after we return (setns is per thread)."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __enter__(self):
-        self.orig = os.open("/proc/self/ns/net", os.O_RDONLY)
-        fd = os.open("/var/run/netns/" + self.name, os.O_RDONLY)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns " + self.name)
-        finally:
-            os.close(fd)
-        return self
-
-    def __exit__(self, *exc):
-        _libc.setns(self.orig, CLONE_NEWNET)
-        os.close(self.orig)
 
 
 class Node:

@@ -14,19 +14,13 @@ import pytest
 from pymemcache.client.base import Client
 
 from sluice_harness import BUILD, ROOT, sh
+from cluster import cluster_stats  # scripts/cluster.py, on the path by sluice_harness
 
 CLUSTER = os.path.join(ROOT, "scripts", "cluster.sh")
 TTL = 2  # cluster.sh's --lease-ttl for the controllers
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "etcd"], capture_output=True).returncode,
                                 reason="etcd-server is not installed")
-
-
-def cluster_stats(addr):
-    import sys
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    from cluster import cluster_stats as cs
-    return cs(addr)
 
 
 @pytest.fixture
