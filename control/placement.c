@@ -77,12 +77,24 @@ static int build_ring(struct sl_placement *p, unsigned vnodes)
 	p->npoints = total;
 	qsort(p->ring, total, sizeof(*p->ring), by_point);
 	/* the next point clockwise that belongs to another node (itself when
-	 * there is one node): a backup in one step */
-	for (size_t i = 0; i < total; i++) {
-		size_t x = (i + 1) % total;
-		while (x != i && p->ring[x].node == p->ring[i].node)
-			x = (x + 1) % total;
-		p->next_other[i] = (uint32_t)x;
+	 * there is one node): a backup in one step. One pass backwards round
+	 * the ring from a point whose successor is another node's: a point's
+	 * answer is its successor, or its successor's answer when both are
+	 * the same node's (scanning forwards from every point instead costs
+	 * the square of the points when one node has most of them) */
+	size_t b = total;
+	for (size_t i = 0; i < total && b == total; i++)
+		if (p->ring[(i + 1) % total].node != p->ring[i].node)
+			b = i;
+	if (b == total) {
+		for (size_t i = 0; i < total; i++)
+			p->next_other[i] = (uint32_t)i;
+		return 0;
+	}
+	p->next_other[b] = (uint32_t)((b + 1) % total);
+	for (size_t step = 1; step < total; step++) {
+		size_t i = (b + total - step) % total, nx = (i + 1) % total;
+		p->next_other[i] = p->ring[nx].node != p->ring[i].node ? (uint32_t)nx : p->next_other[nx];
 	}
 	return 0;
 }

@@ -92,7 +92,7 @@ static bool send_msg(struct sl_worker *w, const struct sl_cport_hdr *tmpl, const
 		uint8_t *d = (uint8_t *)rte_pktmbuf_append(ms[i], (uint16_t)(L2L4 + pl));
 		uint8_t *q = sl_net_udp_headers(w, d, mac, ip, w->net->cport, port, pl);
 		sl_cport_encode(q, &h, p + h.off, w->net->key);
-		sl_tx_push(&w->tx, ms[i]);
+		sl_tx_push(w->net->cdev >= 0 ? &w->ctx : &w->tx, ms[i]);
 	}
 	if (ms != stack)
 		free(ms);

@@ -54,6 +54,7 @@ struct sl_config {
 	bool cluster;
 	bool have_key;
 	unsigned fwd_timeout_ms;
+	int cluster_dev; /* -1: node-to-node traffic on the dataplane port */
 	struct sl_cluster_conf cl;
 };
 
@@ -111,6 +112,8 @@ static void usage(const char *prog)
 	    "  --heartbeat-ms N        heartbeat interval to the controller (default 50)\n"
 	    "  --cluster-port N        UDP port of node-to-node traffic on the fast path\n"
 	    "                          (default 21211: the client port + 10000)\n"
+	    "  --cluster-dev N         a DPDK port of its own for node-to-node traffic\n"
+	    "                          (default: the dataplane port)\n"
 	    "  --forward-timeout-ms N  a request forwarded to its slot's node that gets\n"
 	    "                          no answer this long is answered SERVER_ERROR (200)\n"
 	    "%s",
@@ -187,6 +190,7 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 	    {"weight", required_argument, NULL, 'W'},
 	    {"heartbeat-ms", required_argument, NULL, 'H'},
 	    {"cluster-port", required_argument, NULL, 'P'},
+	    {"cluster-dev", required_argument, NULL, 'D'},
 	    {"forward-timeout-ms", required_argument, NULL, 'O'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"test-table-swap-ms", required_argument, NULL, 'S'},
@@ -203,6 +207,7 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 	c->mem_mib = 64;
 	c->max_item = 1024 * 1024;
 	c->exc_port = -1;
+	c->cluster_dev = -1;
 	c->guard.factor = 10;
 	c->guard.max_reply = 16384;
 	optind = 1;
@@ -346,6 +351,11 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 			if (num_arg("heartbeat-ms", optarg, 1, 60000, &v))
 				return -1;
 			c->cl.heartbeat_ms = (unsigned)v;
+			break;
+		case 'D':
+			if (num_arg("cluster-dev", optarg, 0, RTE_MAX_ETHPORTS - 1, &v))
+				return -1;
+			c->cluster_dev = (int)v;
 			break;
 		case 'P':
 			if (num_arg("cluster-port", optarg, 1, 65535, &v))
@@ -684,6 +694,14 @@ int main(int argc, char **argv)
 	if (port_init(a, c->port, (uint16_t)W, (uint16_t)W) != 0)
 		rte_exit(EXIT_FAILURE, "cannot start port %u\n", c->port);
 	rte_eth_macaddr_get(c->port, &net->mac);
+	net->cdev = -1;
+	if (c->cluster && c->cluster_dev >= 0 && c->cluster_dev != c->port) {
+		/* node-to-node datagrams on a link of their own */
+		if (!rte_eth_dev_is_valid_port((uint16_t)c->cluster_dev) ||
+		    port_init(a, (uint16_t)c->cluster_dev, (uint16_t)W, (uint16_t)W) != 0)
+			rte_exit(EXIT_FAILURE, "cannot start the cluster port %d\n", c->cluster_dev);
+		net->cdev = c->cluster_dev;
+	}
 	if (c->cluster) {
 		/* node to node traffic, on the fast path (fwd.c) */
 		net->cport = rte_cpu_to_be_16(c->cl.cport);
@@ -726,6 +744,9 @@ int main(int argc, char **argv)
 		w->quit = &a->quit;
 		w->busy_poll = c->busy_poll;
 		w->tx.port = c->port;
+		w->ctx.port = net->cdev >= 0 ? (uint16_t)net->cdev : c->port;
+		w->ctx.queue = (uint16_t)i;
+		w->ctx.st = &w->ex.st;
 		w->tx.queue = (uint16_t)i;
 		w->tx.st = &w->ex.st;
 		w->ex.core = i;
@@ -837,6 +858,10 @@ int main(int argc, char **argv)
 	sl_tables_fini(&a->tables);
 	rte_eth_dev_stop(c->port);
 	rte_eth_dev_close(c->port);
+	if (a->net.cdev >= 0) {
+		rte_eth_dev_stop((uint16_t)a->net.cdev);
+		rte_eth_dev_close((uint16_t)a->net.cdev);
+	}
 	if (c->exc_port >= 0) {
 		rte_eth_dev_stop((uint16_t)c->exc_port);
 		rte_eth_dev_close((uint16_t)c->exc_port);

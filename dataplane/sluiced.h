@@ -212,6 +212,7 @@ void sl_table_free(struct sl_table *t);
 /* What the network layer of every worker shares, read-only once running. */
 struct sl_net {
 	uint16_t cport; /* the cluster port, network order; 0: none */
+	int cdev;       /* a DPDK port for node-to-node traffic only; -1: port */
 	uint32_t fwd_timeout_ms;
 	uint8_t key[SL_CMSG_KEY]; /* the cluster key */
 	uint16_t port;
@@ -336,6 +337,7 @@ struct sl_worker {
 	struct rte_ip_frag_tbl *frag;
 	struct rte_ip_frag_death_row dr;
 	struct sl_tx tx;
+	struct sl_tx ctx; /* node-to-node datagrams: on net->cdev, or port as tx */
 	uint32_t now;    /* unix seconds, read once per loop iteration */
 	uint32_t now_ms; /* a millisecond clock (TSC), likewise */
 	uint16_t ip_id;  /* IPv4 id of the next datagram sent */

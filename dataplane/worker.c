@@ -149,6 +149,17 @@ int sl_worker_main(void *arg)
 				sl_msg_run(w, msg);
 		}
 		work += n;
+		if (net->cdev >= 0) {
+			/* the link to the other nodes: cluster-port datagrams only */
+			uint16_t k = rte_eth_rx_burst((uint16_t)net->cdev, (uint16_t)w->idx, pkts,
+			                              SL_BURST);
+			for (uint16_t i = 0; i < k; i++) {
+				struct sl_msg *msg = sl_net_handle(w, pkts[i], tsc, NULL);
+				if (msg)
+					sl_msg_run(w, msg);
+			}
+			work += k;
+		}
 		for (unsigned src = 0; src < nsrc; src++) {
 			if (src == w->idx)
 				continue;
@@ -177,6 +188,8 @@ int sl_worker_main(void *arg)
 		}
 		if (w->tx.n)
 			sl_tx_flush(&w->tx);
+		if (w->ctx.n)
+			sl_tx_flush(&w->ctx);
 		rte_ip_frag_free_death_row(&w->dr, 3);
 		/*
 		 * Reclaim expired/flushed items in a bounded step per
@@ -219,6 +232,7 @@ int sl_worker_main(void *arg)
 			sleep_us *= 2;
 	}
 	sl_tx_flush(&w->tx);
+	sl_tx_flush(&w->ctx);
 	sl_guard_leave(w->idx);
 	for (unsigned i = 0; i < w->backlog.n; i++)
 		sl_msg_put(w->ho, w->backlog.m[i]);

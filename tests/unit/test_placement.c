@@ -196,3 +196,28 @@ Test(placement, bad_input_is_refused)
 	cr_assert_eq(sl_placement_find(p, "zz"), SL_PLACE_NONE);
 	sl_placement_free(p);
 }
+
+/* One node with most of the ring (weight 255 against 1): every backup is
+ * the other node, and building it alone, or with it, is quick (finding
+ * each point's next other node is one pass round the ring). */
+Test(placement, skewed_weights_backups_are_the_other_node, .timeout = 1)
+{
+	struct sl_place_node w[2] = {{"big", 255}, {"small", 1}};
+	struct sl_placement *alone = sl_placement_build(SL_PLACE_CONSISTENT, w, 1, NULL);
+	cr_assert_not_null(alone);
+	unsigned b;
+	cr_assert_eq(sl_placement_lookup(alone, key(1), &b), 0);
+	sl_placement_free(alone);
+	struct sl_placement *p = sl_placement_build(SL_PLACE_CONSISTENT, w, 2, NULL);
+	cr_assert_not_null(p);
+	unsigned small = 0;
+	for (unsigned i = 0; i < 20000; i++) {
+		unsigned pr = sl_placement_lookup(p, key(i), &b);
+		cr_assert_neq(pr, b, "key %u: backup is its primary", i);
+		cr_assert(b < 2);
+		small += pr == 1;
+	}
+	/* ~1/256 of the keys on the small node */
+	cr_assert(small > 20 && small < 200, "%u", small);
+	sl_placement_free(p);
+}
