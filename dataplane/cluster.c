@@ -121,6 +121,10 @@ static void on_frames(struct sl_cluster *c)
 		if (m.type == SL_CMSG_ACK && m.body_len == 2) {
 			c->node->cluster.id = (uint16_t)(m.body[0] << 8 | m.body[1]);
 			c->node->cluster.connected = true;
+			/* CAS values unique across the cluster (sluice/store.h) */
+			for (unsigned i = 0; i < c->node->nworkers; i++)
+				sl_store_set_cas_tag(c->node->cores[i]->store,
+				                     SL_CAS_TAG(c->node->cluster.id, i));
 		} else if (m.type == SL_CMSG_TABLE && c->node->cluster.id) {
 			install(c, &m);
 		}

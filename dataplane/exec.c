@@ -1643,9 +1643,11 @@ int sl_exec_remote_req(struct sl_exec *ex, struct sl_conv *c, unsigned node, str
 			struct sl_tok k = sl_next_key(&r, &pos);
 			if (!k.len || n == REMOTE_RUN_KEYS || (n && fwd->len + k.len > REMOTE_RUN_BYTES))
 				break;
-			uint64_t h = n ? sl_key_hash(k.p, k.len) : key_hash(c, k);
-			if (sl_slot_owner(ex->table, h) != SL_CORE_ELSEWHERE ||
-			    ex->table->node[sl_slot_of(h)] != node)
+			/* the first key is the one routed there; the others go
+			 * along while the same node owns them */
+			uint64_t h = n ? sl_key_hash(k.p, k.len) : 0;
+			if (n && (sl_slot_owner(ex->table, h) != SL_CORE_ELSEWHERE ||
+			          ex->table->node[sl_slot_of(h)] != node))
 				break;
 			if (n++)
 				sl_buf_put(fwd, " ", 1);

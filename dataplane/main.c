@@ -755,6 +755,7 @@ int main(int argc, char **argv)
 		w->ex.store = sl_store_create(&sc);
 		if (!w->ex.store)
 			rte_exit(EXIT_FAILURE, "cannot create store %u\n", i);
+		sl_store_set_cas_tag(w->ex.store, SL_CAS_TAG(0, i)); /* node 0 until registered */
 		w->ex.udp = sl_udpguard_create(&c->guard, 4096);
 		if (!w->ex.udp)
 			rte_exit(EXIT_FAILURE, "cannot create the UDP guard %u\n", i);

@@ -80,6 +80,7 @@ struct sl_store {
 	struct pos sweep;
 	struct sl_item *pin; /* never evicted (the item a command is reading) */
 	uint64_t cas;
+	uint16_t cas_tag; /* the low 16 bits of every CAS: node and core */
 	uint32_t oldest_live;
 	uint64_t oldest_cas;
 	struct sl_store_stats st;
@@ -887,7 +888,14 @@ void sl_store_pin(struct sl_store *s, struct sl_item *it)
 
 uint64_t sl_store_next_cas(struct sl_store *s)
 {
-	return ++s->cas;
+	/* unique across the stores of a cluster: a counter of this store's,
+	 * and the tag of which store it is (another thread may set the tag) */
+	return ++s->cas << 16 | __atomic_load_n(&s->cas_tag, __ATOMIC_RELAXED);
+}
+
+void sl_store_set_cas_tag(struct sl_store *s, uint16_t tag)
+{
+	__atomic_store_n(&s->cas_tag, tag, __ATOMIC_RELAXED);
 }
 
 void sl_store_flush(struct sl_store *s, uint32_t now, int32_t delay)

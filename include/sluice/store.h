@@ -250,6 +250,15 @@ void sl_store_prefetch_chain(const struct sl_store *s, uint64_t ih);
 
 /** Next CAS value (per store, strictly increasing, never 0). */
 uint64_t sl_store_next_cas(struct sl_store *s);
+/**
+ * CAS values are unique per server in memcached, and clients and its test
+ * suite count on two keys never sharing one; a node has a store per core
+ * and a cluster many nodes, so each CAS is this store's counter (high 48
+ * bits) and a tag naming the store (low 16): SL_CAS_TAG(node id, core).
+ * Any thread may set it; it takes effect from the next CAS.
+ */
+void sl_store_set_cas_tag(struct sl_store *s, uint16_t tag);
+#define SL_CAS_TAG(node, core) ((uint16_t)(((unsigned)(node) & 0x3ffu) << 6 | ((core) & 0x3fu)))
 
 /** Mark a hit: CLOCK reference bit and access time. */
 static inline void sl_store_touch_access(struct sl_item *it, uint32_t now)

@@ -320,13 +320,14 @@ Test(exec, meta_basics)
 }
 
 Test(exec, meta_cas_and_base64_keys)
+	/* CAS values: a counter above a 16-bit tag of the store (0 here) */
 {
-	EXPECT("ms k 1 c\r\na\r\n", "HD c1\r\n");
+	EXPECT("ms k 1 c\r\na\r\n", "HD c65536\r\n");
 	EXPECT("ms k 1 C99\r\nb\r\n", "EX\r\n");
-	EXPECT("ms k 1 C1 c\r\nb\r\n", "HD c2\r\n");
+	EXPECT("ms k 1 C65536 c\r\nb\r\n", "HD c131072\r\n");
 	EXPECT("ms Zm9v 1 b k\r\nz\r\n", "HD kZm9v b\r\n");
 	EXPECT("get foo\r\n", "VALUE foo 0 1\r\nz\r\nEND\r\n");
-	EXPECT("me foo\r\n", "ME Zm9v exp=-1 la=0 cas=3 fetch=yes cls=1 size=62\r\n");
+	EXPECT("me foo\r\n", "ME Zm9v exp=-1 la=0 cas=196608 fetch=yes cls=1 size=62\r\n");
 }
 
 Test(exec, meta_vivify_and_stale)
@@ -338,15 +339,15 @@ Test(exec, meta_vivify_and_stale)
 	EXPECT("mg v v\r\n", "VA 3\r\nnew\r\n");
 	/* invalidate: value stays, marked stale, next reader wins */
 	EXPECT("md v I T30\r\n", "HD\r\n");
-	EXPECT("mg v v c\r\n", "VA 3 c3 X W\r\nnew\r\n");
+	EXPECT("mg v v c\r\n", "VA 3 c196608 X W\r\nnew\r\n");
 	EXPECT("mg v v\r\n", "VA 3 Z X\r\nnew\r\n");
 	/* a stale set with an older CAS is kept but remains stale */
-	EXPECT("ms v 3 I C2\r\nold\r\n", "HD\r\n");
+	EXPECT("ms v 3 I C131072\r\nold\r\n", "HD\r\n");
 	EXPECT("mg v v\r\n", "VA 3 Z X\r\nold\r\n");
 	/* the winner's set with the current CAS makes it fresh again */
-	EXPECT("ms v 3 C3\r\nnew\r\n", "EX\r\n");
-	EXPECT("mg v c\r\n", "HD c4 Z X\r\n");
-	EXPECT("ms v 3 I C4\r\nfin\r\n", "HD\r\n");
+	EXPECT("ms v 3 C196608\r\nnew\r\n", "EX\r\n");
+	EXPECT("mg v c\r\n", "HD c262144 Z X\r\n");
+	EXPECT("ms v 3 I C262144\r\nfin\r\n", "HD\r\n");
 	EXPECT("mg v v\r\n", "VA 3\r\nfin\r\n");
 	/* recache: R wins when the TTL left is below the threshold */
 	EXPECT("ms r 1 T10\r\nx\r\n", "HD\r\n");
