@@ -13,6 +13,8 @@ def memif_bench(bench, eal, prefix, sock, args, out, quiet=False):
     """sluice-bench on CPU 1 as the memif client of @sock, 198.18.0.2 asking
     198.18.0.1, writing its JSON to @out; returns it."""
     import json
+    # never let DPDK probe this machine's own network device
+    eal = (["--no-pci"] if "--no-pci" not in eal else []) + list(eal)
     cmd = ["taskset", "-c", "1", bench] + eal + ["--file-prefix", prefix, "--lcores", "0@1",
                                                  "--vdev", f"net_memif0,role=client,socket={sock}",
                                                  "--", "--mode", "dpdk", "--server-ip", "198.18.0.1",
