@@ -14,7 +14,7 @@ import pytest
 from pymemcache.client.base import Client
 
 from sluice_harness import BUILD, ROOT, sh
-from cluster import cluster_stats  # scripts/cluster.py, on the path by sluice_harness
+from cluster import alive, cluster_stats  # scripts/cluster.py, on the path by sluice_harness
 
 CLUSTER = os.path.join(ROOT, "scripts", "cluster.sh")
 TTL = 2  # cluster.sh's --lease-ttl for the controllers
@@ -45,10 +45,8 @@ def leader(d, st):
     """Index of the controller that leads, from their logs."""
     for _ in range(100):
         for i in range(len(st["controllers"])):
-            try:
-                os.kill(st["controllers"][i]["pid"], 0)
-            except OSError:
-                continue  # killed
+            if not alive(st["controllers"][i]["pid"]):
+                continue  # killed (a zombie not yet reaped counts as gone)
             log = open(os.path.join(d, f"control{i}.log")).read()
             if "elected" in log and "stepping down" not in log.split("elected")[-1]:
                 return i
