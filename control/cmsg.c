@@ -149,12 +149,15 @@ int sl_cmsg_table_apply(const struct sl_cmsg_table *t, uint64_t epoch, uint16_t 
 	out->epoch = epoch;
 	out->self = self;
 	out->nworkers = (uint16_t)nworkers;
-	unsigned k = 0;
 	for (unsigned s = 0; s < SL_SLOTS; s++) {
 		out->node[s] = t->primary[s];
+		out->backup[s] = t->backup[s];
 		if (t->primary[s] == self) {
 			out->state[s] = SL_SLOT_SERVING;
-			out->core[s] = (uint8_t)(k++ % nworkers);
+			/* slot s is core s % workers's on every node, so a
+			 * backup keeps it on the core that serves it once it is
+			 * promoted */
+			out->core[s] = (uint8_t)(s % nworkers);
 		} else {
 			out->state[s] = SL_SLOT_REMOTE;
 		}
@@ -167,6 +170,7 @@ int sl_cmsg_table_apply(const struct sl_cmsg_table *t, uint64_t epoch, uint16_t 
 		p->port = nd->port;
 		p->cport = (uint16_t)(nd->cport >> 8 | nd->cport << 8); /* network order */
 		memcpy(p->mac, nd->mac, 6);
+		p->workers = nd->workers;
 	}
 	return sl_table_seal(out);
 }

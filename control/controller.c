@@ -4,6 +4,8 @@
  *
  *   sluice-control --listen HOST:PORT --key-file FILE [--state FILE]
  *                  [--heartbeat-ms 50] [--dead-after 5] [--vnodes 150]
+ *                  [--lease-ms (dead-after - 1) x heartbeat-ms]
+ *                  [--handover copied|immediate]
  *
  * Nodes connect to it over TCP and register (name, dataplane address,
  * workers, weight); it gives each name a node id for good, and from then
@@ -26,7 +28,11 @@
  *   epoch 7
  *   node 1 n1 198.18.0.11 11211 1 1 21211 02:00:00:00:00:01
  *   node 2 n2 198.18.0.12 11211 1 1 21211 02:00:00:00:00:02
- *        id name address   port workers weight cluster-port MAC
+ *   node 3 n3 198.18.0.13 11211 1 1 21211 02:00:00:00:00:03 down
+ *        id name address   port workers weight cluster-port MAC [down]
+ *   slots 0 97 1 2 4
+ *         first last primary backup epoch-since-which-it-backs-up
+ *                (node ids; backup 65535: none)
  *
  * With --etcd URL two or three controllers may run: they campaign in
  * etcd's election "sluice-control" with a lease of --lease-ttl seconds,
@@ -67,6 +73,7 @@
 #define MAX_NODES 256
 #define MAX_CONNS 512
 #define RBUF_MAX (SL_CMSG_BODY_MAX + 64)
+#define NONE 0xffffu
 
 struct node {
 	uint16_t id;
@@ -78,6 +85,11 @@ struct node {
 	uint64_t epoch_seen;
 	int64_t lease;          /* --etcd: the lease of /sluice/alive/NAME */
 	uint64_t lease_renewed; /* when it was last kept alive (ms) */
+	/* what its heartbeats report: synced[p] is the epoch of the last
+	 * whole snapshot it holds of the slots node index p is primary of
+	 * and it backs up (0: none) */
+	uint64_t synced[MAX_NODES];
+	bool was_down; /* the state read said so */
 };
 
 struct conn {
@@ -100,6 +112,13 @@ static struct {
 	uint64_t refused;
 	uint64_t operator_seq;                          /* sluicectl's requests: replays refused */
 	unsigned primary[MAX_NODES], backup[MAX_NODES]; /* slots per node index */
+	/* the assignment in force: node indices (NONE), and the epoch since
+	 * which the slot's backup has been its backup */
+	uint16_t cur_pr[SL_SLOTS], cur_bk[SL_SLOTS];
+	uint64_t bk_since[SL_SLOTS];
+	uint16_t ideal_pr[SL_SLOTS]; /* placement's choice, where handovers lead */
+	unsigned lease_ms; /* a node's write lease, renewed by each answered heartbeat */
+	bool handover_now; /* --handover immediate: no waiting for copies */
 	volatile sig_atomic_t quit;
 	/* --etcd */
 	struct sl_etcd *etcd;
@@ -149,11 +168,31 @@ static void write_state(FILE *f)
 		char ip[INET_ADDRSTRLEN];
 		inet_ntop(AF_INET, &C.nodes[i].reg.ip, ip, sizeof(ip));
 		const uint8_t *mac = C.nodes[i].reg.mac;
-		fprintf(f, "node %u %s %s %u %u %u %u %02x:%02x:%02x:%02x:%02x:%02x\n",
+		fprintf(f, "node %u %s %s %u %u %u %u %02x:%02x:%02x:%02x:%02x:%02x%s\n",
 		        C.nodes[i].id, C.nodes[i].reg.name, ip, C.nodes[i].reg.port,
 		        C.nodes[i].reg.workers, C.nodes[i].reg.weight, C.nodes[i].reg.cport, mac[0],
-		        mac[1], mac[2], mac[3], mac[4], mac[5]);
+		        mac[1], mac[2], mac[3], mac[4], mac[5], C.nodes[i].alive ? "" : " down");
 	}
+	/* the assignment in force, in runs of slots alike */
+	for (unsigned a = 0; a < SL_SLOTS;) {
+		unsigned b = a;
+		while (b + 1 < SL_SLOTS && C.cur_pr[b + 1] == C.cur_pr[a] &&
+		       C.cur_bk[b + 1] == C.cur_bk[a] && C.bk_since[b + 1] == C.bk_since[a])
+			b++;
+		if (C.cur_pr[a] != NONE)
+			fprintf(f, "slots %u %u %u %u %llu\n", a, b, C.nodes[C.cur_pr[a]].id,
+			        C.cur_bk[a] == NONE ? SL_CMSG_NO_NODE : C.nodes[C.cur_bk[a]].id,
+			        (unsigned long long)C.bk_since[a]);
+		a = b + 1;
+	}
+}
+
+static uint16_t index_of_id(unsigned id)
+{
+	for (unsigned i = 0; i < C.nnodes; i++)
+		if (C.nodes[i].id == id)
+			return (uint16_t)i;
+	return NONE;
 }
 
 /* @return 0, or -EPERM (etcd: no longer the leader), or another -errno */
@@ -191,12 +230,23 @@ static int save_state(void)
 static int read_state(FILE *f)
 {
 	char line[512];
+	for (unsigned s = 0; s < SL_SLOTS; s++) {
+		C.cur_pr[s] = C.cur_bk[s] = NONE;
+		C.bk_since[s] = 0;
+	}
 	while (fgets(line, sizeof(line), f)) {
 		unsigned long long e;
-		unsigned id, port, workers, weight, cport, mac[6];
+		unsigned id, port, workers, weight, cport, mac[6], a, b, bk;
 		char name[64], ip[64];
 		if (sscanf(line, "epoch %llu", &e) == 1) {
 			C.epoch = e;
+		} else if (sscanf(line, "slots %u %u %u %u %llu", &a, &b, &id, &bk, &e) == 5 &&
+		           a <= b && b < SL_SLOTS) {
+			for (unsigned s = a; s <= b; s++) {
+				C.cur_pr[s] = index_of_id(id);
+				C.cur_bk[s] = bk == SL_CMSG_NO_NODE ? NONE : index_of_id(bk);
+				C.bk_since[s] = e;
+			}
 		} else if (sscanf(line, "node %u %63s %63s %u %u %u %u %x:%x:%x:%x:%x:%x", &id, name,
 		                  ip, &port, &workers, &weight, &cport, &mac[0], &mac[1], &mac[2],
 		                  &mac[3], &mac[4], &mac[5]) == 13 &&
@@ -213,7 +263,9 @@ static int read_state(FILE *f)
 			for (unsigned k = 0; k < 6; k++)
 				n->reg.mac[k] = (uint8_t)mac[k];
 			n->conn = -1;
-			/* known, not yet heard from: alive only once it says so */
+			/* known, not yet heard from: alive only once it says so
+			 * (or, restarted, presumed so unless it was down) */
+			n->was_down = strstr(line, " down") != NULL;
 		} else {
 			fclose(f);
 			return -EINVAL;
@@ -294,30 +346,26 @@ static void publish(const char *why)
 			pn[n].weight = C.nodes[i].reg.weight;
 			ids[n++] = (uint16_t)i;
 		}
-	C.epoch++;
-	int saved = save_state();
-	if (saved == -EPERM) {
-		step_down("deposed: another controller leads");
-		return;
-	}
-	if (C.etcd && saved != 0) {
-		/* etcd unreachable: nothing is pushed that etcd does not hold */
-		C.epoch--;
-		logf_("cannot write the state to etcd (%s): table not pushed (%s)",
-		      strerror(-saved), why);
-		return;
-	}
 	if (n == 0) {
-		logf_("epoch %llu: no live node (%s)", (unsigned long long)C.epoch, why);
+		logf_("no live node: no table (%s)", why);
 		return;
 	}
+	/* the assignment as it was, should the state not be saved */
+	static uint16_t was_pr[SL_SLOTS], was_bk[SL_SLOTS];
+	static uint64_t was_since[SL_SLOTS];
+	memcpy(was_pr, C.cur_pr, sizeof(was_pr));
+	memcpy(was_bk, C.cur_bk, sizeof(was_bk));
+	memcpy(was_since, C.bk_since, sizeof(was_since));
+	C.epoch++;
 	struct sl_place_opts o = {.vnodes = C.vnodes};
 	struct sl_placement *p = sl_placement_build(SL_PLACE_CONSISTENT, pn, n, &o);
 	static struct sl_cmsg_table t;
 	static uint64_t h[SL_SLOTS];
 	static uint16_t pr[SL_SLOTS], bk[SL_SLOTS];
-	if (!p)
+	if (!p) {
+		C.epoch--;
 		return;
+	}
 	memset(&t, 0, sizeof(t));
 	/* placement orders nodes by name: map its indices back */
 	uint16_t idx_of[MAX_NODES]; /* placement's index -> index in C.nodes */
@@ -338,17 +386,62 @@ static void publish(const char *why)
 	sl_placement_assign(p, h, SL_SLOTS, pr, bk);
 	memset(C.primary, 0, sizeof(C.primary));
 	memset(C.backup, 0, sizeof(C.backup));
+	unsigned promoted = 0, handed = 0;
 	for (unsigned s = 0; s < SL_SLOTS; s++) {
-		unsigned a = idx_of[pr[s]];
-		t.primary[s] = C.nodes[a].id;
-		C.primary[a]++;
+		unsigned ideal = idx_of[pr[s]];
+		unsigned ideal_bk = bk[s] != SL_PLACE_NONE ? idx_of[bk[s]] : NONE;
+		unsigned p0 = C.cur_pr[s], b0 = C.cur_bk[s], np, nb;
+		C.ideal_pr[s] = (uint16_t)ideal;
+		bool p_live = p0 != NONE && C.nodes[p0].alive, b_live = b0 != NONE && C.nodes[b0].alive;
+		if (!p_live) {
+			/* failover: the backup holds the slot's data */
+			np = b_live ? b0 : ideal;
+			promoted += b_live;
+		} else if (p0 != ideal && (C.handover_now || (b0 == ideal && C.bk_since[s] &&
+		                                              C.nodes[ideal].synced[p0] >= C.bk_since[s]))) {
+			/* the slot's place by placement, which has copied it
+			 * whole since it became its backup: hand it over */
+			np = ideal;
+			handed++;
+		} else {
+			np = p0;
+		}
+		/* a slot away from its place keeps a copy there, so that it
+		 * can be handed over; otherwise placement's backup */
+		nb = np != ideal ? ideal : ideal_bk != np ? ideal_bk : NONE;
+		if (nb == NONE && np == p0 && b_live && b0 != np)
+			nb = b0;
+		if (nb != b0 || np != p0)
+			C.bk_since[s] = nb == NONE ? 0 : C.epoch;
+		C.cur_pr[s] = (uint16_t)np;
+		C.cur_bk[s] = (uint16_t)nb;
+		t.primary[s] = C.nodes[np].id;
+		C.primary[np]++;
 		t.backup[s] = SL_CMSG_NO_NODE;
-		if (bk[s] != SL_PLACE_NONE) {
-			t.backup[s] = C.nodes[idx_of[bk[s]]].id;
-			C.backup[idx_of[bk[s]]]++;
+		if (nb != NONE) {
+			t.backup[s] = C.nodes[nb].id;
+			C.backup[nb]++;
 		}
 	}
 	sl_placement_free(p);
+	int saved = save_state();
+	if (saved == -EPERM || (C.etcd && saved != 0)) {
+		C.epoch--;
+		memcpy(C.cur_pr, was_pr, sizeof(was_pr));
+		memcpy(C.cur_bk, was_bk, sizeof(was_bk));
+		memcpy(C.bk_since, was_since, sizeof(was_since));
+		if (saved == -EPERM) {
+			step_down("deposed: another controller leads");
+		} else {
+			/* etcd unreachable: nothing is pushed that etcd does not hold */
+			logf_("cannot write the state to etcd (%s): table not pushed (%s)",
+			      strerror(-saved), why);
+		}
+		return;
+	}
+	if (promoted || handed)
+		logf_("epoch %llu: %u slot(s) failed over to their backups, %u handed over",
+		      (unsigned long long)C.epoch, promoted, handed);
 	size_t sz = sl_cmsg_table_size(n);
 	uint8_t *body = malloc(sz);
 	if (!body)
@@ -468,8 +561,10 @@ static void on_register(int ci, const struct sl_cmsg *m)
 	n->last_hb_ms = now_ms();
 	n->alive = true;
 	c->node = (int)i;
-	uint8_t ack[2] = {(uint8_t)(n->id >> 8), (uint8_t)n->id};
-	if (send_frame(ci, SL_CMSG_ACK, ack, 2) != 0) {
+	uint8_t ack[6] = {(uint8_t)(n->id >> 8), (uint8_t)n->id, (uint8_t)(C.lease_ms >> 24),
+	                  (uint8_t)(C.lease_ms >> 16), (uint8_t)(C.lease_ms >> 8), (uint8_t)C.lease_ms};
+	memset(n->synced, 0, sizeof(n->synced));
+	if (send_frame(ci, SL_CMSG_ACK, ack, sizeof(ack)) != 0) {
 		close_conn(ci);
 		return;
 	}
@@ -483,6 +578,38 @@ static void on_register(int ci, const struct sl_cmsg *m)
 		/* same membership: the node needs the current table, and only it */
 		close_conn(ci);
 	}
+}
+
+/*
+ * A heartbeat's body: what the node holds whole of the slots it backs up,
+ * per primary: | primary node id u16 | epoch u64 | ... (the epoch of the
+ * snapshot it applied last from every core of that primary). @return
+ * whether a slot waiting to be handed over to this node may now be.
+ */
+static bool on_sync_report(struct node *n, const struct sl_cmsg *m)
+{
+	bool changed = false;
+	for (uint32_t off = 0; off + 10 <= m->body_len; off += 10) {
+		const uint8_t *b = m->body + off;
+		uint16_t pi = index_of_id((unsigned)(b[0] << 8 | b[1]));
+		uint64_t e = 0;
+		for (unsigned k = 0; k < 8; k++)
+			e = e << 8 | b[2 + k];
+		if (pi != NONE && e > n->synced[pi]) {
+			n->synced[pi] = e;
+			changed = true;
+		}
+	}
+	if (!changed)
+		return false;
+	unsigned me = (unsigned)(n - C.nodes);
+	for (unsigned s = 0; s < SL_SLOTS; s++) {
+		unsigned p0 = C.cur_pr[s];
+		if (C.cur_bk[s] == me && C.ideal_pr[s] == me && p0 != NONE && p0 != me &&
+		    C.bk_since[s] && n->synced[p0] >= C.bk_since[s])
+			return true;
+	}
+	return false;
 }
 
 static void on_frames(int ci)
@@ -534,11 +661,20 @@ static void on_frames(int ci)
 			n->epoch_seen = m.epoch;
 			node_lease(n, false);
 			/* answered, so a node knows its controller is there (one
-			 * stopped or cut off keeps the connection open) */
-			if (send_frame(ci, SL_CMSG_HEARTBEAT, NULL, 0) != 0) {
+			 * stopped or cut off keeps the connection open); the
+			 * answer renews the node's write lease (it echoes the
+			 * heartbeat's sequence) only for a node that routes by
+			 * the current table */
+			uint8_t echo[8];
+			for (unsigned k = 0; k < 8; k++)
+				echo[k] = (uint8_t)(m.seq >> (56 - 8 * k));
+			bool lease = n->alive && m.epoch == C.epoch;
+			if (send_frame(ci, SL_CMSG_HEARTBEAT, echo, lease ? 8 : 0) != 0) {
 				close_conn(ci);
 				return;
 			}
+			if (on_sync_report(n, &m))
+				publish("backups caught up: slots handed over");
 		}
 	}
 	memmove(c->rbuf, c->rbuf + off, c->rlen - off);
@@ -568,6 +704,12 @@ static void on_readable(int ci)
 static void check_liveness(void)
 {
 	uint64_t now = now_ms(), limit = (uint64_t)C.hb_ms * C.dead_after;
+	/* a node is promoted over only once its lease has surely run out:
+	 * the lease counts from a heartbeat's sending, before it got here,
+	 * and a margin covers clocks that run at slightly different rates */
+	uint64_t fence = C.lease_ms + C.lease_ms / 8 + 5;
+	if (limit < fence)
+		limit = fence;
 	for (unsigned i = 0; i < C.nnodes; i++) {
 		struct node *n = &C.nodes[i];
 		if (n->alive && (int64_t)(now - n->last_hb_ms) > (int64_t)limit) {
@@ -747,7 +889,8 @@ static void usage(void)
 	fprintf(stderr,
 	        "usage: sluice-control --listen HOST:PORT --key-file FILE [--state FILE]\n"
 	        "                      [--heartbeat-ms 50] [--dead-after 5] [--vnodes 150]\n"
-	        "                      [--etcd URL [--lease-ttl 2]]\n");
+	        "                      [--etcd URL [--lease-ttl 2]] [--lease-ms N]\n"
+	        "                      [--handover copied|immediate]\n");
 }
 
 int main(int argc, char **argv)
@@ -761,6 +904,8 @@ int main(int argc, char **argv)
 	    {"vnodes", required_argument, NULL, 'v'},
 	    {"etcd", required_argument, NULL, 'e'},
 	    {"lease-ttl", required_argument, NULL, 't'},
+	    {"lease-ms", required_argument, NULL, 'L'},
+	    {"handover", required_argument, NULL, 'H'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *listen_at = NULL, *keyfile = NULL;
@@ -772,7 +917,7 @@ int main(int argc, char **argv)
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		char *end = NULL;
 		long v = 0;
-		if (o == 'h' || o == 'd' || o == 'v' || o == 't') {
+		if (o == 'h' || o == 'd' || o == 'v' || o == 't' || o == 'L') {
 			v = strtol(optarg, &end, 10);
 			if (*end || v < 1 || v > 100000) {
 				fprintf(stderr,
@@ -806,6 +951,16 @@ int main(int argc, char **argv)
 		case 't':
 			C.lease_ttl = (unsigned)v;
 			break;
+		case 'L':
+			C.lease_ms = (unsigned)v;
+			break;
+		case 'H':
+			if (strcmp(optarg, "immediate") && strcmp(optarg, "copied")) {
+				fprintf(stderr, "sluice-control: --handover copied|immediate\n");
+				return 2;
+			}
+			C.handover_now = strcmp(optarg, "immediate") == 0;
+			break;
 		default:
 			usage();
 			return 2;
@@ -815,6 +970,12 @@ int main(int argc, char **argv)
 		usage();
 		return 2;
 	}
+	/* by default a lease lasts one heartbeat less than it takes to be
+	 * declared dead, so the wait for it costs a failover nothing */
+	if (!C.lease_ms)
+		C.lease_ms = C.hb_ms * (C.dead_after > 1 ? C.dead_after - 1 : 1);
+	for (unsigned s = 0; s < SL_SLOTS; s++)
+		C.cur_pr[s] = C.cur_bk[s] = NONE;
 	const char *why;
 	if (sl_cmsg_read_key(keyfile, C.key, &why) != 0) {
 		fprintf(stderr, "sluice-control: --key-file %s: %s\n", keyfile, why);
@@ -855,6 +1016,16 @@ int main(int argc, char **argv)
 	epoll_ctl(C.epfd, EPOLL_CTL_ADD, C.lfd, &ev);
 	logf_("listening on %s, epoch %llu, %u known node(s)", listen_at,
 	      (unsigned long long)C.epoch, C.nnodes);
+	if (!C.etcd && C.nnodes) {
+		/* restarted: the nodes it knew are presumed alive, and have
+		 * --dead-after heartbeats' time to come back before their
+		 * slots fail over; the table they get is the one in force */
+		for (unsigned i = 0; i < C.nnodes; i++) {
+			C.nodes[i].alive = !C.nodes[i].was_down;
+			C.nodes[i].last_hb_ms = now_ms();
+		}
+		publish("restarted");
+	}
 	while (!C.quit) {
 		struct epoll_event evs[64];
 		int n = epoll_wait(C.epfd, evs, 64, (int)(C.hb_ms / 2 ? C.hb_ms / 2 : 1));

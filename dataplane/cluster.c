@@ -28,6 +28,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <rte_cycles.h>
+
+#include "sluice/be.h"
 #include "sluice/cmsg.h"
 #include "sluiced.h"
 
@@ -57,7 +60,7 @@ static void drop_conn(struct sl_cluster *c)
 
 static int send_frame(struct sl_cluster *c, uint8_t type, const uint8_t *body, uint32_t len)
 {
-	uint8_t buf[SL_CMSG_HDR + 128 + SL_CMSG_MAC];
+	uint8_t buf[SL_CMSG_HDR + 2048 + SL_CMSG_MAC];
 	if (sl_cmsg_size(len) > sizeof(buf))
 		return -EMSGSIZE;
 	struct sl_cmsg m = {.type = type,
@@ -92,10 +95,93 @@ static void install(struct sl_cluster *c, const struct sl_cmsg *m)
 		mine += view->core[s] != SL_CORE_ELSEWHERE;
 	nd->cluster.slots = mine;
 	nd->epoch = m->epoch;
+	/* a heartbeat of the new epoch at once: its answer is the lease */
+	c->next_hb_ms = 0;
 	nd->cluster.tables_installed++;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	nd->cluster.installed_us = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* The controller answered heartbeat @p seq: writes are this node's for
+ * the lease from when that heartbeat left (never later than when the
+ * controller saw it, which counts its wait from there). */
+static void renew_lease(struct sl_cluster *c, uint64_t seq)
+{
+	unsigned i = (unsigned)(seq % RTE_DIM(c->hb));
+	if (c->hb[i].seq != seq || !c->node->cluster.lease_ms)
+		return;
+	uint64_t until = c->hb[i].tsc + c->node->cluster.lease_ms * (rte_get_tsc_hz() / 1000);
+	if (until > c->node->cluster.lease_tsc)
+		__atomic_store_n(&c->node->cluster.lease_tsc, until, __ATOMIC_RELEASE);
+}
+
+/* The streams this node needs whole, from the table it routes by. */
+static void required_streams(struct sl_cluster *c, const struct sl_table *t)
+{
+	c->req_epoch = t->epoch;
+	c->nreq = 0;
+	for (unsigned s = 0; s < SL_SLOTS; s++) {
+		if (t->backup[s] != t->self || t->core[s] != SL_CORE_ELSEWHERE)
+			continue;
+		const struct sl_peer *p = sl_table_peer(t, t->node[s]);
+		if (!p)
+			continue;
+		uint8_t pc = (uint8_t)(s % (p->workers ? p->workers : 1)),
+		        core = (uint8_t)(s % t->nworkers);
+		unsigned k;
+		for (k = 0; k < c->nreq; k++)
+			if (c->req[k].node == p->id && c->req[k].pcore == pc && c->req[k].core == core)
+				break;
+		if (k == c->nreq && c->nreq < RTE_DIM(c->req)) {
+			c->req[k].node = p->id;
+			c->req[k].pcore = pc;
+			c->req[k].core = core;
+			c->nreq++;
+		}
+	}
+}
+
+/*
+ * The heartbeat's body (sluice/cmsg.h): for each primary whose slots this
+ * node backs up, the oldest epoch of the snapshots it holds whole from
+ * that primary's cores (0 while any is missing), so the controller knows
+ * when a slot may be handed over to it. The workers' stream state is read
+ * as it stands (a report one heartbeat late is no harm).
+ */
+static uint32_t sync_report(struct sl_cluster *c, uint8_t *out, uint32_t cap)
+{
+	const struct sl_table *t = sl_tables_current(c->tables);
+	if (t->epoch != c->req_epoch)
+		required_streams(c, t);
+	uint32_t n = 0;
+	for (unsigned k = 0; k < c->nreq; k++) {
+		uint64_t e = 0;
+		struct sl_exec *ex = c->node->cores[c->req[k].core];
+		const struct sl_worker *w =
+		    (const struct sl_worker *)((const char *)ex - offsetof(struct sl_worker, ex));
+		for (unsigned i = 0; w->repl && i < SL_REPL_STREAMS; i++) {
+			const struct sl_rin *r = &w->repl->in[i];
+			if (__atomic_load_n(&r->used, __ATOMIC_RELAXED) && r->node == c->req[k].node &&
+			    r->core == c->req[k].pcore &&
+			    __atomic_load_n(&r->synced, __ATOMIC_RELAXED))
+				e = __atomic_load_n(&r->sync_epoch, __ATOMIC_RELAXED);
+		}
+		uint32_t j;
+		for (j = 0; j < n; j += 10)
+			if (sl_get16(out + j) == c->req[k].node)
+				break;
+		if (j == n) {
+			if (n + 10 > cap)
+				break;
+			sl_put16(out + n, c->req[k].node);
+			sl_put64(out + n + 2, e);
+			n += 10;
+		} else if (e < sl_get64(out + j + 2)) {
+			sl_put64(out + j + 2, e);
+		}
+	}
+	return n;
 }
 
 static void on_frames(struct sl_cluster *c)
@@ -118,8 +204,11 @@ static void on_frames(struct sl_cluster *c)
 		}
 		off += used;
 		c->last_rx_ms = mono_ms();
-		if (m.type == SL_CMSG_ACK && m.body_len == 2) {
+		if (m.type == SL_CMSG_HEARTBEAT && m.body_len == 8) {
+			renew_lease(c, sl_get64(m.body));
+		} else if (m.type == SL_CMSG_ACK && (m.body_len == 2 || m.body_len == 6)) {
 			c->node->cluster.id = (uint16_t)(m.body[0] << 8 | m.body[1]);
+			c->node->cluster.lease_ms = m.body_len == 6 ? sl_get32(m.body + 2) : 0;
 			c->node->cluster.connected = true;
 			/* CAS values unique across the cluster (sluice/store.h) */
 			for (unsigned i = 0; i < c->node->nworkers; i++)
@@ -205,7 +294,11 @@ static bool cluster_poll(struct sl_poller *p, bool *no_wait)
 	}
 	if (c->fd >= 0 && c->node->cluster.connected && now >= c->next_hb_ms) {
 		c->next_hb_ms = now + c->hb_ms;
-		if (send_frame(c, SL_CMSG_HEARTBEAT, NULL, 0) != 0)
+		uint8_t body[2000];
+		uint32_t n = sync_report(c, body, sizeof(body));
+		c->hb[(c->seq + 1) % RTE_DIM(c->hb)].seq = c->seq + 1;
+		c->hb[(c->seq + 1) % RTE_DIM(c->hb)].tsc = rte_rdtsc();
+		if (send_frame(c, SL_CMSG_HEARTBEAT, body, n) != 0)
 			drop_conn(c);
 	}
 	/* wake for the next heartbeat or connection attempt */

@@ -58,7 +58,7 @@ enum sl_cport_verdict sl_cport_decode(const uint8_t *in, size_t len, uint32_t ma
 	h->off = sl_get32(in + 16);
 	h->epoch = sl_get64(in + 24);
 	h->id = sl_get64(in + 32);
-	if ((h->type != SL_CPORT_REQ && h->type != SL_CPORT_REP) || in[9] || sl_get32(in + 20))
+	if (h->type < SL_CPORT_REQ || h->type > SL_CPORT_RACK || in[9] || sl_get32(in + 20))
 		return SL_CPORT_BAD;
 	/* a chunk in its place: whole chunks, the last one the rest */
 	if (h->total > max_total || h->total > SL_CPORT_MSG_MAX || h->off % SL_CPORT_CHUNK ||

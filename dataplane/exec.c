@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -980,6 +981,19 @@ void sl_node_sum(const struct sl_node *n, struct sl_core_stats *sum)
 		add_stats(sum, n->main_st);
 }
 
+void sl_stat_line(struct sl_buf *o, const char *name, const char *fmt, ...)
+{
+	char v[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(v, sizeof(v), fmt, ap);
+	va_end(ap);
+	put_str(o, "STAT ");
+	put_str(o, name);
+	put_str(o, " ");
+	put_line(o, v);
+}
+
 static void stat_u(struct sl_buf *o, const char *name, uint64_t v)
 {
 	put_str(o, "STAT ");
@@ -1148,6 +1162,9 @@ static void stats_cluster(struct sl_exec *ex, struct sl_buf *o)
 	stat_u(o, "forward_timeouts", s.fwd_timeouts);
 	stat_u(o, "forward_refused", s.fwd_refused);
 	stat_u(o, "forwarded_in_stale_epoch", s.fwd_stale);
+	stat_u(o, "writes_fenced", s.writes_fenced);
+	stat_u(o, "replication_refused", s.repl_refused);
+	stat_u(o, "replication_stale_epoch", s.repl_stale);
 	put_line(o, "END");
 }
 
@@ -1385,6 +1402,17 @@ static void run_keyed(struct sl_exec *ex, struct sl_conv *c, const struct sl_req
 		reply(c, r, r->err);
 		return;
 	}
+	if (ex->fence_on && r->cmd != SL_CMD_MG && r->cmd != SL_CMD_ME) {
+		const char *why = ex->fence(ex, h);
+		if (why) {
+			/* a fenced primary takes no write: nothing it would
+			 * acknowledge could be lost to a promotion */
+			ex->st.writes_fenced++;
+			if (!r->noreply || r->err_always)
+				put_line(&c->out, why);
+			return;
+		}
+	}
 	switch (r->cmd) {
 	case SL_CMD_SET:
 	case SL_CMD_ADD:
@@ -1577,6 +1605,10 @@ enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t 
 				stats_cluster(ex, &c->out);
 			} else if (r.args.len == 5 && memcmp(r.args.p, "table", 5) == 0) {
 				stats_table(ex, &c->out);
+			} else if (r.args.len == 11 && memcmp(r.args.p, "replication", 11) == 0) {
+				if (ex->node->repl_stats)
+					ex->node->repl_stats(ex->node, &c->out);
+				put_line(&c->out, "END");
 			} else if (r.args.len == 10 && memcmp(r.args.p, "udpsources", 10) == 0) {
 				stats_udpsources(ex, &c->out);
 			} else if (r.args.len == 5 && memcmp(r.args.p, "conns", 5) == 0) {

@@ -70,10 +70,16 @@ void sl_fwd_fini(struct sl_worker *w)
 
 /* Send @p len bytes at @p p as a message of @p type in datagrams to
  * @p mac / @p ip / @p port, all or none. */
-static bool send_msg(struct sl_worker *w, const struct sl_cport_hdr *tmpl, const void *mac,
+bool sl_fwd_send_msg(struct sl_worker *w, const struct sl_cport_hdr *tmpl, const void *mac,
                      uint32_t ip, uint16_t port, const char *p, uint32_t len)
 {
-	uint32_t n = sl_cport_chunks(len);
+	return sl_fwd_send_part(w, tmpl, mac, ip, port, p, len, 0, sl_cport_chunks(len));
+}
+
+bool sl_fwd_send_part(struct sl_worker *w, const struct sl_cport_hdr *tmpl, const void *mac,
+                      uint32_t ip, uint16_t port, const char *p, uint32_t len, uint32_t first,
+                      uint32_t n)
+{
 	struct rte_mbuf *stack[64], **ms = stack;
 	if (n > RTE_DIM(stack))
 		ms = malloc(n * sizeof(*ms));
@@ -86,7 +92,7 @@ static bool send_msg(struct sl_worker *w, const struct sl_cport_hdr *tmpl, const
 	struct sl_cport_hdr h = *tmpl;
 	h.total = len;
 	for (uint32_t i = 0; i < n; i++) {
-		h.off = i * SL_CPORT_CHUNK;
+		h.off = (first + i) * SL_CPORT_CHUNK;
 		h.chunk = (uint16_t)(len - h.off < SL_CPORT_CHUNK ? len - h.off : SL_CPORT_CHUNK);
 		size_t pl = sl_cport_size(h.chunk);
 		uint8_t *d = (uint8_t *)rte_pktmbuf_append(ms[i], (uint16_t)(L2L4 + pl));
@@ -136,7 +142,7 @@ bool sl_fwd_send(struct sl_worker *w, struct sl_msg *msg, unsigned node)
 	                         .worker = (uint8_t)w->idx,
 	                         .epoch = my_epoch(w),
 	                         .id = f->next_id};
-	if (!send_msg(w, &h, p->mac, p->ip, p->cport, f->scratch.p, (uint32_t)f->scratch.len)) {
+	if (!sl_fwd_send_msg(w, &h, p->mac, p->ip, p->cport, f->scratch.p, (uint32_t)f->scratch.len)) {
 		sl_exec_skip(&w->ex, &msg->conv, "SERVER_ERROR out of memory forwarding");
 		return false;
 	}
@@ -217,8 +223,8 @@ static void take_reply(struct sl_worker *w, const struct sl_cport_hdr *h, const 
 	}
 }
 
-/* A REP that landed on another worker than the one waiting for it: the
- * packet travels to it in a message of this origin. */
+/* A REP (or a replication message) that landed on another worker than
+ * the one it is for: the packet travels to it in a message of this origin. */
 static void rep_arrive(struct sl_worker *w, struct sl_msg *msg)
 {
 	struct rte_mbuf *m = msg->m;
@@ -410,7 +416,12 @@ struct sl_msg *sl_fwd_input(struct sl_worker *w, struct rte_mbuf *m, struct rte_
 		sl_handoff_pass(w, h.worker, msg);
 		return NULL;
 	}
-	take_reply(w, &h, data);
+	if (h.type == SL_CPORT_REP)
+		take_reply(w, &h, data);
+	else if (h.type == SL_CPORT_REPL || h.type == SL_CPORT_RACK)
+		sl_repl_input(w, &h, data, eth, ip, udp);
+	else
+		w->ex.st.fwd_refused++;
 	rte_pktmbuf_free(m);
 	return NULL;
 }
@@ -425,7 +436,7 @@ static void peer_reply(struct sl_worker *w, struct sl_msg *msg)
 	                         .epoch = my_epoch(w),
 	                         .id = msg->peer.id};
 	const struct sl_buf *o = &msg->conv.out;
-	send_msg(w, &h, &msg->peer.mac, msg->peer.ip, msg->peer.port, o->p, (uint32_t)o->len);
+	sl_fwd_send_msg(w, &h, &msg->peer.mac, msg->peer.ip, msg->peer.port, o->p, (uint32_t)o->len);
 	sl_msg_put(w->ho, msg);
 }
 

@@ -54,6 +54,8 @@ struct sl_config {
 	bool cluster;
 	bool have_key;
 	unsigned fwd_timeout_ms;
+	struct sl_repl_conf repl;
+	bool repl_lag_given;
 	int cluster_dev; /* -1: node-to-node traffic on the dataplane port */
 	struct sl_cluster_conf cl;
 };
@@ -116,6 +118,12 @@ static void usage(const char *prog)
 	    "                          (default: the dataplane port)\n"
 	    "  --forward-timeout-ms N  a request forwarded to its slot's node that gets\n"
 	    "                          no answer this long is answered SERVER_ERROR (200)\n"
+	    "  --repl-log-bytes N      each replication stream's log of changes not yet\n"
+	    "                          acknowledged by the backup (8388608); a backup that\n"
+	    "                          falls further behind is resynced\n"
+	    "  --repl-max-lag-ms N     a primary whose oldest change not acknowledged by\n"
+	    "                          its backup is older refuses writes (500; 0: never)\n"
+	    "  --resync-rate MBPS      ceiling on a resync's snapshot, MB/s (0: none)\n"
 	    "%s",
 	    prog, SL_TCP_INFLIGHT, SL_TCP_INFLIGHT,
 	    SL_FAULTS_BUILT
@@ -192,6 +200,9 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 	    {"cluster-port", required_argument, NULL, 'P'},
 	    {"cluster-dev", required_argument, NULL, 'D'},
 	    {"forward-timeout-ms", required_argument, NULL, 'O'},
+	    {"repl-log-bytes", required_argument, NULL, 'R' + 256},
+	    {"repl-max-lag-ms", required_argument, NULL, 'L' + 256},
+	    {"resync-rate", required_argument, NULL, 'Y' + 256},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"test-table-swap-ms", required_argument, NULL, 'S'},
 	    {"help", no_argument, NULL, 'h'},
@@ -367,6 +378,22 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 				return -1;
 			c->fwd_timeout_ms = (unsigned)v;
 			break;
+		case 'R' + 256:
+			if (num_arg("repl-log-bytes", optarg, 65536, 1ul << 34, &v))
+				return -1;
+			c->repl.log_bytes = v;
+			break;
+		case 'L' + 256:
+			if (num_arg("repl-max-lag-ms", optarg, 0, 3600000, &v))
+				return -1;
+			c->repl.max_lag_ms = (uint32_t)v;
+			c->repl_lag_given = true;
+			break;
+		case 'Y' + 256:
+			if (num_arg("resync-rate", optarg, 0, 1000000, &v))
+				return -1;
+			c->repl.resync_bps = (uint64_t)v * 1000000;
+			break;
 		case 'X':
 			if (num_arg("udp-amp-factor", optarg, 1, 1000, &v))
 				return -1;
@@ -420,6 +447,10 @@ static int parse_args(struct sl_config *c, int argc, char **argv)
 	}
 	if (!c->fwd_timeout_ms)
 		c->fwd_timeout_ms = 200;
+	if (!c->repl.log_bytes)
+		c->repl.log_bytes = 8u << 20;
+	if (!c->repl_lag_given)
+		c->repl.max_lag_ms = 500;
 	if (have_ip && !c->trust_given) {
 		/* by default only the node's own network is trusted */
 		char own[INET_ADDRSTRLEN + 4];
@@ -706,6 +737,7 @@ int main(int argc, char **argv)
 		/* node to node traffic, on the fast path (fwd.c) */
 		net->cport = rte_cpu_to_be_16(c->cl.cport);
 		net->fwd_timeout_ms = c->fwd_timeout_ms;
+		net->repl = c->repl;
 		memcpy(net->key, c->cl.key, SL_CMSG_KEY);
 		memcpy(c->cl.mac, net->mac.addr_bytes, 6);
 	}
@@ -728,6 +760,7 @@ int main(int argc, char **argv)
 	a->node.started = sl_now();
 	a->node.mem_limit = c->mem_mib << 20;
 	a->node.max_item = c->max_item;
+	a->node.repl_stats = sl_repl_stats;
 	a->node.udp_port = c->udp_port;
 	a->node.tcp_port = c->tcp_on ? c->tcp_port : 0;
 	unsigned lc = rte_get_next_lcore(-1, 1, 0);
@@ -766,6 +799,8 @@ int main(int argc, char **argv)
 			rte_exit(EXIT_FAILURE, "cannot create reassembly table\n");
 		if (sl_fwd_init(w) != 0)
 			rte_exit(EXIT_FAILURE, "cannot create the forwarding state %u\n", i);
+		if (sl_repl_init(w) != 0)
+			rte_exit(EXIT_FAILURE, "cannot create the replication state %u\n", i);
 	}
 	if (sl_loop_init(&a->loop) != 0)
 		rte_exit(EXIT_FAILURE, "cannot create the main loop\n");

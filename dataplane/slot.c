@@ -23,6 +23,7 @@ int sl_table_init_local(struct sl_table *t, uint64_t epoch, uint16_t self, unsig
 		t->core[s] = (uint8_t)(s % nworkers);
 		t->state[s] = SL_SLOT_SERVING;
 		t->node[s] = self;
+		t->backup[s] = 0xffff;
 	}
 	return sl_table_seal(t);
 }

@@ -48,9 +48,11 @@
 #include <stdint.h>
 
 #include <rte_ethdev.h>
+#include <rte_ip.h>
 #include <rte_ip_frag.h>
 #include <rte_mempool.h>
 #include <rte_ring.h>
+#include <rte_udp.h>
 
 #include <netinet/in.h>
 
@@ -209,11 +211,19 @@ void sl_table_free(struct sl_table *t);
 
 /* ---- net.c: packets --------------------------------------------------------- */
 
+/* Replication settings (repl.c), shared by the workers. */
+struct sl_repl_conf {
+	size_t log_bytes;    /* each stream's log */
+	uint32_t max_lag_ms; /* 0: no bound */
+	uint64_t resync_bps; /* snapshot bytes per second, 0: no ceiling */
+};
+
 /* What the network layer of every worker shares, read-only once running. */
 struct sl_net {
 	uint16_t cport; /* the cluster port, network order; 0: none */
 	int cdev;       /* a DPDK port for node-to-node traffic only; -1: port */
 	uint32_t fwd_timeout_ms;
+	struct sl_repl_conf repl;
 	uint8_t key[SL_CMSG_KEY]; /* the cluster key */
 	uint16_t port;
 	int exc_port; /* -1: no exception path */
@@ -323,6 +333,106 @@ bool sl_fwd_send(struct sl_worker *w, struct sl_msg *msg, unsigned node);
 /** Answer the forwards whose time ran out; returns how many. */
 unsigned sl_fwd_expire(struct sl_worker *w);
 
+/* ---- repl.c: replication streams over the cluster port -------------------- */
+
+/*
+ * Each primary core streams the changes of its slots to the backup cores
+ * that keep copies of them (sluice/repl.h), one stream per backup core:
+ *
+ *   out[i]: log of the records not yet acknowledged, a ring of cap bytes;
+ *           offsets only grow (the ring index is offset % cap):
+ *
+ *     tail (seq acked + 1)      sent (seq sent_seq)          head
+ *     v                         v                            v
+ *     | rec | rec | rec | ...   | rec | rec | ...            | free ...
+ *     |<- sent, waiting for ack ->|<- to send -------------->|
+ *
+ *     each record in the log: | len u32 | appended at, us u32 | record |
+ *   slot_out[s]: the stream slot s's changes go to (0xff: none; derived
+ *           from the table when its epoch changes)
+ *   in[j]:  a stream into this core: the generation and the last record
+ *           applied, the reply address, a batch being put together
+ */
+#define SL_REPL_STREAMS 64
+#define SL_REPL_NONE 0xffu
+
+enum sl_rout_state {
+	SL_ROUT_RESYNCING, /* RESET sent, the snapshot not yet acknowledged */
+	SL_ROUT_STREAMING, /* the backup holds every slot: only changes flow */
+};
+
+struct sl_rout {
+	bool used;
+	uint8_t core; /* the backup's core */
+	uint16_t node;
+	uint8_t state;
+	bool fenced; /* lag above --repl-max-lag-ms: its slots refuse writes */
+	bool snap;   /* the snapshot walk is under way */
+	uint64_t gen;
+	uint64_t next_seq, acked, sent_seq, snap_end_seq, snap_epoch;
+	uint8_t *log;
+	size_t cap;
+	uint64_t head, tail, sent;
+	uint64_t progress_us; /* acked last moved, or a retransmission began */
+	struct sl_store_cursor cur;
+	uint64_t snap_items, snap_bytes, snap_budget;
+	uint64_t records, bytes, retransmits, resyncs, overflows;
+	/* a batch bigger than a tick's datagrams, going out over several:
+	 * its bytes, how many chunks left, what it covers of the log */
+	char *part;
+	uint32_t part_len, part_done, part_count;
+	uint64_t part_end;
+};
+
+struct sl_rin {
+	bool used;
+	uint8_t core; /* the primary's core */
+	uint16_t node;
+	bool synced;     /* a whole snapshot applied (SNAP_END) in this generation */
+	bool ack_due, nack_due, resync_due;
+	bool purging;    /* dropping the slots of this primary (RESET, FLUSH) */
+	uint8_t pworkers; /* the primary's worker count, for the drop */
+	uint64_t gen, applied, sync_epoch, nack_us;
+	struct sl_store_cursor pc;
+	struct rte_ether_addr mac; /* where acks go: the last batch's source */
+	uint32_t ip;
+	uint16_t port;
+	struct sl_cport_asm a; /* a batch of several datagrams */
+	uint64_t a_gen, a_first;
+	uint64_t records, bytes, last_us;
+};
+
+struct sl_repl {
+	uint64_t epoch; /* slot_out is of this table's */
+	uint8_t slot_out[SL_SLOTS];
+	struct sl_rout out[SL_REPL_STREAMS];
+	struct sl_rin in[SL_REPL_STREAMS];
+	struct sl_buf scratch;
+	bool any_fenced;
+	uint64_t last_tick_us;
+};
+
+int sl_repl_init(struct sl_worker *w);
+void sl_repl_fini(struct sl_worker *w);
+/** The worker's table changed epoch: streams to start, restart, end. */
+void sl_repl_retable(struct sl_worker *w);
+/** Once per loop: send batches and acks, retransmit, snapshot and drop
+ *  steps, the lag check. @return whether it did anything. */
+unsigned sl_repl_tick(struct sl_worker *w);
+/** A REPL or RACK message for this worker (its source's addresses). */
+void sl_repl_input(struct sl_worker *w, const struct sl_cport_hdr *h, const uint8_t *data,
+                   const struct rte_ether_hdr *eth, const struct rte_ipv4_hdr *ip,
+                   const struct rte_udp_hdr *udp);
+/** `stats replication` (sl_node.repl_stats). */
+void sl_repl_stats(const struct sl_node *n, struct sl_buf *o);
+/** Send a message of cluster-port datagrams (fwd.c), all or none. */
+bool sl_fwd_send_msg(struct sl_worker *w, const struct sl_cport_hdr *tmpl, const void *mac,
+                     uint32_t ip, uint16_t port, const char *p, uint32_t len);
+/** Send chunks @p first .. @p first + @p n - 1 of it, all or none. */
+bool sl_fwd_send_part(struct sl_worker *w, const struct sl_cport_hdr *tmpl, const void *mac,
+                      uint32_t ip, uint16_t port, const char *p, uint32_t len, uint32_t first,
+                      uint32_t n);
+
 /* ---- worker.c --------------------------------------------------------------- */
 
 struct sl_worker {
@@ -343,6 +453,9 @@ struct sl_worker {
 	uint16_t ip_id;  /* IPv4 id of the next datagram sent */
 	struct sl_backlog backlog;
 	struct sl_fwd *fwd;
+	struct sl_repl *repl;
+	uint64_t now_us; /* a microsecond clock (TSC), read once per loop */
+	uint64_t tsc;    /* the TSC then */
 } __rte_cache_aligned;
 
 int sl_worker_main(void *arg);
@@ -465,6 +578,19 @@ struct sl_cluster {
 	uint64_t next_hb_ms, next_connect_ms;
 	uint64_t last_rx_ms; /* the last frame from the controller */
 	unsigned hb_ms;
+	/* heartbeats sent lately, to date a lease from the one answered */
+	struct {
+		uint64_t seq, tsc;
+	} hb[16];
+	/* the replication streams this node must hold whole to be a full
+	 * copy of the slots it backs up: (primary, its core, core here),
+	 * derived from the table of epoch req_epoch */
+	uint64_t req_epoch;
+	unsigned nreq;
+	struct {
+		uint16_t node;
+		uint8_t pcore, core;
+	} req[1024];
 };
 
 int sl_cluster_init(struct sl_cluster *c, const struct sl_cluster_conf *cf, struct sl_loop *loop,

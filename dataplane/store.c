@@ -837,6 +837,31 @@ unsigned sl_store_sweep(struct sl_store *s, uint32_t now, unsigned budget)
 	return freed;
 }
 
+bool sl_store_walk(struct sl_store *s, struct sl_store_cursor *c, unsigned budget,
+                   bool (*fn)(void *ctx, struct sl_item *it), void *ctx)
+{
+	if (c->nb != s->nbuckets)
+		c->k = 0;
+	for (unsigned i = 0; i < budget; i++) {
+		if (c->a >= s->nbuckets)
+			return false;
+		uint64_t *e = chain_entry(s, c->a, c->k);
+		if (!e) {
+			c->a++;
+			c->k = 0;
+			continue;
+		}
+		c->k++;
+		if (!*e)
+			continue;
+		struct sl_item *it = entry_item(*e);
+		if (fn(ctx, it) && it != s->pin)
+			drop_entry(s, e);
+	}
+	c->nb = s->nbuckets;
+	return c->a < s->nbuckets;
+}
+
 void sl_store_prefetch_bucket(const struct sl_store *s, uint64_t ih)
 {
 	prefetch(bucket_of(s, ih));

@@ -103,6 +103,7 @@ int sl_worker_main(void *arg)
 	struct sl_msg *msgs[SL_BURST];
 	unsigned nsrc = w->ho->nworkers + 1;
 	uint64_t idle_since = 0, hz = rte_get_tsc_hz(), ms_tsc = hz / 1000 ? hz / 1000 : 1;
+	uint64_t us_tsc = hz / 1000000 ? hz / 1000000 : 1;
 	unsigned sleep_us = 1;
 
 	sl_guard_enter(w->idx);
@@ -113,6 +114,10 @@ int sl_worker_main(void *arg)
 		w->ex.table = sl_tables_current(w->tables);
 		w->ex.table_epoch = w->ex.table->epoch;
 		uint64_t tsc = rte_rdtsc();
+		w->tsc = tsc;
+		w->now_us = tsc / us_tsc;
+		if (w->repl->epoch != w->ex.table_epoch)
+			sl_repl_retable(w);
 		unsigned work = 0;
 		w->now = sl_now(); /* one clock read per iteration, not per request */
 		w->now_ms = (uint32_t)(tsc / ms_tsc);
@@ -178,6 +183,8 @@ int sl_worker_main(void *arg)
 			work += sl_backlog_retry(w);
 		if (w->fwd->tail_id != w->fwd->next_id)
 			work += sl_fwd_expire(w);
+		/* after the burst: its changes leave in batches now */
+		work += sl_repl_tick(w);
 		if (w->idx == 0 && net->wire_ring) {
 			/* what the kernel behind the exception path sends */
 			unsigned k = rte_ring_sc_dequeue_burst(net->wire_ring, (void **)pkts,
@@ -238,5 +245,6 @@ int sl_worker_main(void *arg)
 		sl_msg_put(w->ho, w->backlog.m[i]);
 	w->backlog.n = 0;
 	sl_fwd_fini(w);
+	sl_repl_fini(w);
 	return 0;
 }

@@ -96,6 +96,13 @@ def cluster_stats(addr):
     return {l.split()[1]: int(l.split()[2]) for l in out.splitlines() if l.startswith("STAT ")}
 
 
+def streams_settled(addr):
+    """No replication stream of the node is copying slots (resyncing)."""
+    out = tcp_ask(addr, b"stats replication\r\n").decode()
+    return not any(l.split()[2] in ("resyncing", "dropping")
+                   for l in out.splitlines() if l.startswith("STAT "))
+
+
 def udp_version(ns, ip, timeout=0.3):
     with InNetns(ns):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -213,14 +220,25 @@ class Cluster:
         return node
 
     def wait_converged(self, timeout=30):
-        """Every node registered, on one epoch, the slots split between them."""
+        """Every node registered, on one epoch, the slots split between them
+        (a node that joined serves its slots once it holds their copies)."""
         deadline = time.time() + timeout
+        since, last = None, None
         while time.time() < deadline:
             try:
                 st = [cluster_stats(n["local_tcp"]) for n in self.state["nodes"]]
                 if (all(s["connected"] for s in st) and len({s["epoch"] for s in st}) == 1 and
-                        sum(s["slots_owned"] for s in st) == 16384):
-                    return st[0]["epoch"]
+                        sum(s["slots_owned"] for s in st) == 16384 and
+                        all(s["slots_owned"] for s in st) and
+                        all(streams_settled(n["local_tcp"]) for n in self.state["nodes"])):
+                    # and no handover still to come: the epoch stays put
+                    # for a few heartbeats, every copy whole
+                    if last != st[0]["epoch"]:
+                        since, last = time.time(), st[0]["epoch"]
+                    elif time.time() - since >= 0.3:
+                        return last
+                else:
+                    last = None
             except OSError:
                 pass
             time.sleep(0.02)
@@ -280,6 +298,21 @@ class Cluster:
         sh("ip", "-n", self.state["client_netns"], "link", "del", node["tap"], check=False)
         if self.state["nodes"]:
             self.wait_converged()
+
+    def restart(self, name, wait=True):
+        """Start node NAME again (killed, or stopped here first), under its
+        name, address and taps: it rejoins as the backup of its slots and
+        serves them again once it holds their copies."""
+        i = next((k for k, x in enumerate(self.state["nodes"]) if x["name"] == name), None)
+        if i is None:
+            raise SystemExit(f"cluster.sh: no node {name}")
+        old = self.state["nodes"][i]
+        stop_pid(old["pid"])
+        sh("ip", "netns", "del", old["exception_netns"], check=False)
+        sh("ip", "-n", self.state["client_netns"], "link", "del", old["tap"], check=False)
+        self.state["nodes"][i] = self.start_node(int(name[1:]))
+        self.save()
+        return self.wait_converged() if wait else None
 
     def down(self):
         st = self.state or self.load()
@@ -345,6 +378,9 @@ def main():
     r = sub.add_parser("remove")
     r.add_argument("name")
     r.add_argument("--dir", default="/tmp/sluice-cluster")
+    rs = sub.add_parser("restart")
+    rs.add_argument("name")
+    rs.add_argument("--dir", default="/tmp/sluice-cluster")
     e = sub.add_parser("exec")
     e.add_argument("--dir", default="/tmp/sluice-cluster")
     e.add_argument("argv", nargs=argparse.REMAINDER)
@@ -385,6 +421,9 @@ def main():
     elif args.cmd == "remove":
         c.load()
         c.remove(args.name)
+    elif args.cmd == "restart":
+        c.load()
+        c.restart(args.name)
     elif args.cmd == "exec":
         st = c.load()
         argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv

@@ -42,9 +42,9 @@
  *   TABLE push.
  *
  * A slot table is the same for every node; each derives its own view
- * (sl_cmsg_table_apply): its slots SERVING, dealt round-robin to its
- * workers, every other slot REMOTE at its primary, and every other node's
- * cluster-port address for forwarding.
+ * (sl_cmsg_table_apply): its slots SERVING, slot s on its worker
+ * s % workers, every other slot REMOTE at its primary, each slot's backup,
+ * and every other node's cluster-port address for forwarding.
  */
 #ifndef SLUICE_CMSG_H
 #define SLUICE_CMSG_H

@@ -24,12 +24,14 @@
  *   +------------------+------------------+----------------------+---------+
  *     the MAC covers bytes 0 .. 40 + chunk
  *
- *   type   SL_CPORT_REQ (forwarder -> owner) or SL_CPORT_REP (back)
+ *   type   SL_CPORT_REQ (forwarder -> owner) or SL_CPORT_REP (back);
+ *          SL_CPORT_REPL and SL_CPORT_RACK: replication (sluice/repl.h)
  *   hops   how many nodes forwarded it before (a REQ that finds the slot
  *          moved on may be forwarded once more, no further)
  *   node   the sender's node id
  *   wkr    REQ: the forwarding worker; REP: the same, echoed, so the reply
- *          reaches the worker that waits for it
+ *          reaches the worker that waits for it; REPL, RACK: the worker
+ *          the message is for
  *   epoch  the sender's table epoch
  *   id     REQ: the forwarding worker's sequence number, which starts at
  *          its start time in nanoseconds and grows by one per request (a
@@ -59,6 +61,8 @@
 enum sl_cport_type {
 	SL_CPORT_REQ = 1,
 	SL_CPORT_REP = 2,
+	SL_CPORT_REPL = 3, /* replication batch, primary core -> backup core (sluice/repl.h) */
+	SL_CPORT_RACK = 4, /* its acknowledgement, back */
 };
 
 struct sl_cport_hdr {

@@ -138,6 +138,9 @@ extern const char *const sl_drop_names[SL_DROP__COUNT];
 	X(fwd_timeouts)                                                                            \
 	X(fwd_refused)                                                                             \
 	X(fwd_stale)                                                                               \
+	X(writes_fenced)                                                                           \
+	X(repl_refused)                                                                            \
+	X(repl_stale)                                                                              \
 	X(backlog_waits)                                                                           \
 	X(tcp_admission_waits)
 
@@ -160,6 +163,9 @@ struct sl_node {
 	uint16_t udp_port;
 	uint16_t tcp_port;
 	uint32_t verbosity;
+	/* `stats replication`: one STAT line per stream (repl.c; NULL off
+	 * the dataplane) */
+	void (*repl_stats)(const struct sl_node *n, struct sl_buf *o);
 	/* the epoch of the table the main lcore published last (for stats) */
 	uint64_t epoch;
 	/* counters of the main lcore (TCP front end, exception path), summed
@@ -181,6 +187,11 @@ struct sl_node {
 		uint64_t msgs_refused;   /* no or wrong MAC, malformed, replayed */
 		uint64_t connects;
 		uint64_t controller_silent; /* connections given up: no answer */
+		/* the lease: writes to slots with a backup are refused once the
+		 * TSC passes it (0: no lease, as without a controller); set by
+		 * the main lcore on every heartbeat the controller answers */
+		uint64_t lease_tsc;
+		uint32_t lease_ms;
 	} cluster;
 };
 
@@ -197,6 +208,11 @@ struct sl_exec {
 	uint64_t table_epoch;
 	/* the UDP guard's per-source budgets (NULL off the dataplane) */
 	struct sl_udpguard *udp;
+	/* fencing: while fence_on, every write asks fence() whether the key
+	 * of hash h may be written here; a reason (a SERVER_ERROR line) is a
+	 * refusal. Set by the worker once per loop (lease, replication lag). */
+	bool fence_on;
+	const char *(*fence)(struct sl_exec *ex, uint64_t h);
 	struct sl_core_stats st;
 };
 
@@ -225,6 +241,10 @@ enum sl_exec_status {
 	SL_EXEC_REMOTE = 2,  /* the next key is node *to_core's: forward the
 	                      * conversation there, or sl_exec_skip it */
 };
+
+/** Append "STAT name value\r\n" to @p o (value formatted as printf). */
+void sl_stat_line(struct sl_buf *o, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /** Reset a conversation for new input (keeps the reply buffer's memory). */
 void sl_conv_reset(struct sl_conv *c, const char *in, uint32_t len, bool udp);

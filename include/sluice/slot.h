@@ -23,8 +23,12 @@
  *     | u64    | u16  | u16      | u8: owner core  | u8: SL_SLOT_*   | u16: owner     |
  *     |        |      | (+pad)   | here, or 0xff   |                 | node id        |
  *     +--------+------+----------+-----------------+-----------------+----------------+
+ *     | backup[16384]: u16, the node that keeps a copy of the slot (0xffff:  |
+ *     | none)                                                                 |
+ *     +--------+---------------------------------------------------------------+
  *     | npeers | peer[SL_PEERS_MAX]: every node's addresses (node id, IPv4,   |
- *     |        | client port, cluster port, MAC), for forwarding and clients   |
+ *     |        | client port, cluster port, MAC, workers), for forwarding,    |
+ *     |        | replication and clients                                       |
  *     +--------+---------------------------------------------------------------+
  *
  * core[] is what the data path reads, one byte per request (16 KiB, stays
@@ -38,8 +42,8 @@
  *              node, so requests go there until the cut-over
  *   REMOTE     another node owns it
  *
- * A node that runs alone has one table, epoch 1, every slot SERVING, dealt
- * round-robin to its workers so that each core owns an equal, interleaved
+ * A node that runs alone has one table, epoch 1, every slot SERVING, slot s
+ * on core s % workers, so that each core owns an equal, interleaved
  * share.
  */
 #ifndef SLUICE_SLOT_H
@@ -81,6 +85,7 @@ struct sl_peer {
 	uint16_t cport; /* network order */
 	uint32_t ip;    /* network order */
 	uint8_t mac[6];
+	uint8_t workers; /* its worker cores: slot s is on its core s % workers */
 };
 
 struct sl_table {
@@ -90,6 +95,7 @@ struct sl_table {
 	uint8_t core[SL_SLOTS];  /* derived: owner core here, or SL_CORE_ELSEWHERE */
 	uint8_t state[SL_SLOTS]; /* enum sl_slot_state */
 	uint16_t node[SL_SLOTS]; /* owner node */
+	uint16_t backup[SL_SLOTS]; /* the node keeping a copy (0xffff: none) */
 	uint32_t npeers;
 	struct sl_peer peer[SL_PEERS_MAX];
 };
@@ -105,7 +111,7 @@ static inline const struct sl_peer *sl_table_peer(const struct sl_table *t, uint
 
 /**
  * A table for a node that runs alone: node @p self owns every slot,
- * SERVING, dealt round-robin to @p nworkers cores; sealed.
+ * SERVING, slot s on core s % @p nworkers, no backups; sealed.
  * @return 0, or -EINVAL when nworkers is 0 or above SL_MAX_WORKERS.
  */
 int sl_table_init_local(struct sl_table *t, uint64_t epoch, uint16_t self, unsigned nworkers);

@@ -285,6 +285,31 @@ void sl_store_flush(struct sl_store *s, uint32_t now, int32_t delay);
  */
 unsigned sl_store_sweep(struct sl_store *s, uint32_t now, unsigned budget);
 
+/*
+ * A walk over every item in bounded steps (a replication snapshot, the
+ * drop of a stream's slots on a backup): the cursor names an index entry;
+ * each call looks at no more than @p budget entries from it. Items only
+ * ever move to higher buckets (a split sends half of bucket p to p + n),
+ * so a walk sees every item that was there when it began and stayed; one
+ * moved by a split during the walk may be seen twice. Start with a zeroed
+ * cursor.
+ */
+struct sl_store_cursor {
+	uint64_t a;  /* bucket */
+	unsigned k;  /* entry in its chain */
+	uint64_t nb; /* buckets when the last step ended: a split since may
+	              * have reordered the cursor's chain, which is then read
+	              * again from its start */
+};
+
+/**
+ * @p fn is called with each item (and @p ctx); when it returns true the
+ * item is unlinked and freed (nothing reported to the observer).
+ * @return false once the walk has passed the last entry.
+ */
+bool sl_store_walk(struct sl_store *s, struct sl_store_cursor *c, unsigned budget,
+                   bool (*fn)(void *ctx, struct sl_item *it), void *ctx);
+
 /** Is @p it alive at @p now (not expired, not flushed)? */
 bool sl_store_alive(const struct sl_store *s, const struct sl_item *it, uint32_t now);
 

@@ -112,10 +112,16 @@ def test_keys_set_through_one_node_read_back_through_every_other(cluster):
         for i in range(0, N, 1000):
             got = c.get_many(keys[i:i + 1000])
             assert got == {k: f"value-{k}".encode() for k in keys[i:i + 1000]}
-    # each key is stored once, on its own node
-    items = [stats(n["local_tcp"], b"")["curr_items"] for n in st["nodes"]]
-    assert sum(items) == N, items
-    assert min(items) > N / 6, items
+    # each key is stored twice: on its own node and on its slot's backup
+    # (once replication has caught up)
+    deadline = time.time() + 10
+    while True:
+        items = [stats(n["local_tcp"], b"")["curr_items"] for n in st["nodes"]]
+        if sum(items) == 2 * N or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    assert sum(items) == 2 * N, items
+    assert min(items) > 2 * N / 6, items
     # and UDP from the client namespace, through every node
     for n in st["nodes"]:
         u = Udp(st["client_netns"], n["ip"])
