@@ -9,7 +9,8 @@ BUILD_PKGS=(build-essential pkg-config meson ninja-build libdpdk-dev dpdk libjem
             iproute2 python3)
 TEST_PKGS=(memcached python3-pymemcache python3-pytest libmemcached-tools php-cli php-memcache
            clang libclang-rt-14-dev iputils-ping netcat-openbsd perl valgrind dpkg-dev
-           libcache-memcached-perl dpdk-dev ethtool gnuplot-nox etcd-server etcd-client nutcracker)
+           libcache-memcached-perl dpdk-dev ethtool gnuplot-nox etcd-server etcd-client nutcracker
+           redis-server redis-tools)
 
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" == "--test" ]]; then

@@ -69,7 +69,7 @@ e2e_asan() {
 }
 build_fuzz() {
     [[ -f build-fuzz/build.ninja ]] || CC=clang meson setup build-fuzz -Dfuzz=true -Ddataplane=disabled || return 1
-    ninja -C build-fuzz tests/fuzz_parse tests/fuzz_cmsg tests/fuzz_cport
+    ninja -C build-fuzz tests/fuzz_parse tests/fuzz_cmsg tests/fuzz_cport tests/fuzz_repl
 }
 unit() { meson test -C build --suite unit --print-errorlogs; }
 unit_asan() {
@@ -94,8 +94,14 @@ fuzz() {
         -max_len=1500 -print_final_stats=1 "$work/cport" 2>&1 |
         grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Test unit written")
     local rc3=${PIPESTATUS[0]}
+    # replication batches, record by record
+    mkdir -p "$work/repl"
+    (cd "$work" && "$ROOT/build-fuzz/tests/fuzz_repl" -max_total_time=$((FUZZ_SECONDS / 4)) \
+        -max_len=4096 -print_final_stats=1 "$work/repl" 2>&1 |
+        grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Test unit written")
+    local rc4=${PIPESTATUS[0]}
     rm -rf "$work"
-    [[ $rc -eq 0 && $rc2 -eq 0 && $rc3 -eq 0 ]]
+    [[ $rc -eq 0 && $rc2 -eq 0 && $rc3 -eq 0 && $rc4 -eq 0 ]]
 }
 e2e() {
     SLUICE_MEMCACHED_T=$(scripts/fetch-memcached-t.sh) || return 1

@@ -414,3 +414,58 @@ Test(store, charges_exactly_what_jemalloc_takes)
 			cr_assert_eq(sl_store_stats(S)->bytes, before);
 		}
 }
+
+/* What a walk sees: the keys of its items, and whether to drop them. */
+struct walk_seen {
+	unsigned char seen[20000];
+	bool drop_odd;
+};
+
+static bool walk_fn(void *ctx, struct sl_item *it)
+{
+	struct walk_seen *w = ctx;
+	char k[32];
+	memcpy(k, it->data, it->klen);
+	k[it->klen] = 0;
+	unsigned i;
+	if (sscanf(k, "w%u", &i) == 1 && i < 20000) {
+		w->seen[i] = 1;
+		return w->drop_odd && (i & 1);
+	}
+	return false;
+}
+
+Test(store, a_walk_in_small_steps_sees_every_item_while_the_index_grows)
+{
+	big_store();
+	char k[32];
+	for (unsigned i = 0; i < 10000; i++) {
+		snprintf(k, sizeof(k), "w%u", i);
+		cr_assert_not_null(put(k, "v", 0));
+	}
+	static struct walk_seen w;
+	memset(&w, 0, sizeof(w));
+	struct sl_store_cursor c = {0};
+	unsigned steps = 0, next = 10000;
+	/* between steps the index splits under the walk: new keys go in */
+	while (sl_store_walk(S, &c, 7, walk_fn, &w)) {
+		steps++;
+		if (next < 20000) {
+			snprintf(k, sizeof(k), "w%u", next++);
+			put(k, "v", 0);
+		}
+	}
+	for (unsigned i = 0; i < 10000; i++)
+		cr_assert(w.seen[i], "the walk missed w%u", i);
+	cr_assert_gt(steps, 10000 / 7 / 2, "steps of 7 entries: %u", steps);
+	/* and one that drops: what it drops is gone, the rest stays */
+	memset(&w, 0, sizeof(w));
+	w.drop_odd = true;
+	c = (struct sl_store_cursor){0};
+	while (sl_store_walk(S, &c, 64, walk_fn, &w))
+		;
+	for (unsigned i = 0; i < 10000; i++) {
+		snprintf(k, sizeof(k), "w%u", i);
+		cr_assert_eq(get(k, 1000) != NULL, !(i & 1), "w%u", i);
+	}
+}
