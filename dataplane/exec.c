@@ -1635,6 +1635,13 @@ enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t 
 					return c->remote ? SL_EXEC_REMOTE : SL_EXEC_FORWARD;
 				}
 				run_keyed(ex, c, &r, h, now);
+				if ((r.cmd == SL_CMD_MS || r.cmd == SL_CMD_MD || r.cmd == SL_CMD_MA) &&
+				    (r.meta.seen & SL_MF('B'))) {
+					/* answered once its backup has it (the worker) */
+					c->durable = true;
+					c->durable_hash = h;
+					c->durable_mark = c->mark;
+				}
 			}
 			break;
 		}
@@ -1649,8 +1656,16 @@ enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t 
 		c->hint_off = 0;
 		c->off += r.consumed;
 		ex->st.bytes_read += r.consumed;
+		if (c->durable)
+			return SL_EXEC_WAIT;
 	}
 	return SL_EXEC_DONE;
+}
+
+void sl_exec_durable_fail(struct sl_conv *c, const char *line)
+{
+	if (sl_buf_fail(&c->out, c->durable_mark, line) != 0)
+		c->close = true;
 }
 
 /* Keys of one get line forwarded in one message at most: the owner's

@@ -27,6 +27,7 @@
 #include <rte_mbuf.h>
 #include <rte_udp.h>
 
+#include "sluice/fault.h"
 #include "sluiced.h"
 
 #define L2L4 (sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + sizeof(struct rte_udp_hdr))
@@ -63,6 +64,8 @@ void sl_fwd_fini(struct sl_worker *w)
 			sl_msg_put(w->ho, f->in[i].msg);
 		sl_cport_asm_fini(&f->in[i].a);
 	}
+	if (f->held)
+		rte_pktmbuf_free(f->held);
 	sl_buf_release(&f->scratch);
 	free(f);
 	w->fwd = NULL;
@@ -424,6 +427,65 @@ struct sl_msg *sl_fwd_input(struct sl_worker *w, struct rte_mbuf *m, struct rte_
 		w->ex.st.fwd_refused++;
 	rte_pktmbuf_free(m);
 	return NULL;
+}
+
+static struct rte_ipv4_hdr *ip_of(struct rte_mbuf *m, uint16_t *ihl)
+{
+	struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *,
+	                                                  sizeof(struct rte_ether_hdr));
+	*ihl = (uint16_t)((ip->version_ihl & 0xf) * 4);
+	return ip;
+}
+
+unsigned sl_fwd_release_held(struct sl_worker *w, bool all)
+{
+	struct sl_fwd *f = w->fwd;
+	if (!f->held || (!all && w->now_ms - f->held_ms < 5))
+		return 0;
+	struct rte_mbuf *m = f->held;
+	f->held = NULL;
+	uint16_t ihl;
+	struct rte_ipv4_hdr *ip = ip_of(m, &ihl);
+	struct sl_msg *msg = sl_fwd_input(w, m, ip, ihl);
+	if (msg)
+		sl_msg_run(w, msg);
+	return 1;
+}
+
+struct sl_msg *sl_fwd_arrive(struct sl_worker *w, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
+                             uint16_t ihl)
+{
+	if (!SL_FAULTS_BUILT)
+		return sl_fwd_input(w, m, ip, ihl);
+	struct sl_fwd *f = w->fwd;
+	if (sl_fault(SL_FAULT_cport_drop)) {
+		rte_pktmbuf_free(m);
+		return NULL;
+	}
+	if (sl_fault(SL_FAULT_cport_dup)) {
+		struct rte_mbuf *c = rte_pktmbuf_copy(m, w->net->pktpool, 0, UINT32_MAX);
+		if (c) {
+			uint16_t cl;
+			struct rte_ipv4_hdr *cip = ip_of(c, &cl);
+			struct sl_msg *msg = sl_fwd_input(w, c, cip, cl);
+			if (msg)
+				sl_msg_run(w, msg);
+		}
+	}
+	if (!f->held && sl_fault(SL_FAULT_cport_delay)) {
+		f->held = m;
+		f->held_ms = w->now_ms;
+		return NULL;
+	}
+	struct sl_msg *msg = sl_fwd_input(w, m, ip, ihl);
+	if (f->held) {
+		/* the one held back comes after this one: reordered */
+		if (msg)
+			sl_msg_run(w, msg);
+		msg = NULL;
+		sl_fwd_release_held(w, true);
+	}
+	return msg;
 }
 
 /* The answer to a forwarded request goes back to the worker that sent it,

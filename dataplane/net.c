@@ -210,7 +210,7 @@ static struct sl_msg *handle_udp(struct sl_worker *w, struct rte_mbuf *m, struct
 			rte_pktmbuf_free(m);
 			return NULL;
 		}
-		return sl_fwd_input(w, m, ip, ihl);
+		return sl_fwd_arrive(w, m, ip, ihl);
 	}
 	if (udp->dst_port != rte_cpu_to_be_16(w->net->udp_port)) {
 		to_kernel(w, m, SL_DROP_udp_port);

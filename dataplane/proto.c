@@ -440,6 +440,7 @@ static const char *meta_flags(struct sl_req *r, const struct tokens *tk, unsigne
 		case 'l':
 		case 'u':
 		case 'I':
+		case 'B': /* Sluice: answer once the backup has the write */
 			break;
 		case 'q':
 			r->noreply = true;

@@ -114,8 +114,12 @@ static void out_append(struct sl_worker *w, struct sl_rout *o, const struct sl_r
 	o->bytes += n;
 }
 
+static void wait_release(struct sl_worker *w, struct sl_rout *o, const char *fail);
+
 static void out_start(struct sl_worker *w, struct sl_rout *o)
 {
+	/* a new numbering: what waited is answered now, as not acknowledged */
+	wait_release(w, o, "SERVER_ERROR backup resyncing, write not acknowledged");
 	free(o->part);
 	o->part = NULL;
 	o->gen = fresh_gen(o->gen);
@@ -321,6 +325,59 @@ static unsigned out_send(struct sl_worker *w, struct sl_rout *o, unsigned *budge
 	return n;
 }
 
+/* ---- writes that wait for their backup (meta flag B) ----------------------- */
+
+static void wait_done(struct sl_worker *w, struct sl_rout *o, const char *fail)
+{
+	unsigned i = o->wait_head;
+	struct sl_msg *msg = o->wait[i].msg;
+	o->wait[i].msg = NULL;
+	o->wait_head = (i + 1) % SL_REPL_WAITERS;
+	o->wait_n--;
+	if (fail) {
+		sl_exec_durable_fail(&msg->conv, fail);
+		o->durable_failed++;
+	} else {
+		o->durable_acked++;
+	}
+	sl_msg_run(w, msg);
+}
+
+/* Release the writes whose records the backup has (or, with @p fail, all). */
+static void wait_release(struct sl_worker *w, struct sl_rout *o, const char *fail)
+{
+	while (o->wait_n && (fail || o->wait[o->wait_head].seq <= o->acked))
+		wait_done(w, o, fail);
+}
+
+void sl_repl_wait(struct sl_worker *w, struct sl_msg *msg)
+{
+	struct sl_conv *c = &msg->conv;
+	c->durable = false;
+	unsigned i = w->repl->slot_out[sl_slot_of(c->durable_hash)];
+	if (i == SL_REPL_NONE) {
+		sl_exec_durable_fail(c, "SERVER_ERROR no backup to acknowledge the write");
+		sl_msg_run(w, msg);
+		return;
+	}
+	struct sl_rout *o = &w->repl->out[i];
+	uint64_t seq = o->next_seq - 1; /* its record (or, unchanged, the last) */
+	if (o->acked >= seq) {
+		sl_msg_run(w, msg);
+		return;
+	}
+	if (o->wait_n == SL_REPL_WAITERS) {
+		sl_exec_durable_fail(c, "SERVER_ERROR too many writes waiting for the backup");
+		o->durable_failed++;
+		sl_msg_run(w, msg);
+		return;
+	}
+	unsigned at = (o->wait_head + o->wait_n++) % SL_REPL_WAITERS;
+	o->wait[at].msg = msg;
+	o->wait[at].seq = seq;
+	o->wait[at].deadline_ms = w->now_ms + w->net->fwd_timeout_ms / 2;
+}
+
 /* An ack of @p a for stream @p o: the log gives up what is applied. */
 static void out_ack(struct sl_worker *w, struct sl_rout *o, const struct sl_repl_ack *a)
 {
@@ -341,6 +398,7 @@ static void out_ack(struct sl_worker *w, struct sl_rout *o, const struct sl_repl
 		}
 		if (o->state == SL_ROUT_RESYNCING && !o->snap && o->acked >= o->snap_end_seq)
 			o->state = SL_ROUT_STREAMING;
+		wait_release(w, o, NULL);
 	}
 	if ((a->flags & SL_RACK_NACK) && o->sent > o->tail &&
 	    w->now_us - o->progress_us >= NACK_GAP_US / 2) {
@@ -669,6 +727,7 @@ void sl_repl_retable(struct sl_worker *w)
 		struct sl_rout *o = &rp->out[i];
 		if (o->used && !has[i]) {
 			part_drop(o);
+			wait_release(w, o, "SERVER_ERROR the slot's backup changed, write not acknowledged");
 			o->used = false; /* its log stays allocated, for a next stream */
 		} else if (o->used && grew[i]) {
 			/* slots the backup does not hold yet: the whole snapshot
@@ -717,6 +776,8 @@ unsigned sl_repl_tick(struct sl_worker *w)
 		}
 		if (o->tail == o->sent)
 			o->progress_us = w->now_us; /* nothing waits for an ack */
+		while (o->wait_n && (int32_t)(w->now_ms - o->wait[o->wait_head].deadline_ms) >= 0)
+			wait_done(w, o, "SERVER_ERROR backup did not acknowledge the write in time");
 		if (o->sent < o->head)
 			work += out_send(w, o, &budget);
 		/* a resync is not counted: until it is done the backup is no
@@ -763,8 +824,11 @@ void sl_repl_fini(struct sl_worker *w)
 		return;
 	sl_store_observe(w->ex.store, NULL);
 	for (unsigned i = 0; i < SL_REPL_STREAMS; i++) {
-		free(rp->out[i].log);
-		free(rp->out[i].part);
+		struct sl_rout *o = &rp->out[i];
+		for (; o->wait_n; o->wait_n--, o->wait_head = (o->wait_head + 1) % SL_REPL_WAITERS)
+			sl_msg_put(w->ho, o->wait[o->wait_head].msg);
+		free(o->log);
+		free(o->part);
 		sl_cport_asm_fini(&rp->in[i].a);
 	}
 	sl_buf_release(&rp->scratch);
@@ -810,11 +874,12 @@ void sl_repl_stats(const struct sl_node *n, struct sl_buf *o)
 			             "%s seq=%" PRIu64 " acked=%" PRIu64 " lag_records=%" PRIu64
 			             " lag_bytes=%" PRIu64 " lag_us=%" PRIu64 " fenced=%u"
 			             " retransmits=%" PRIu64 " resyncs=%" PRIu64 " overflows=%" PRIu64
-			             " snapshot_items=%" PRIu64,
+			             " snapshot_items=%" PRIu64 " durable_acked=%" PRIu64
+			             " durable_failed=%" PRIu64,
 			             s->state == SL_ROUT_STREAMING ? "streaming" : "resyncing",
 			             s->next_seq - 1, s->acked, s->next_seq - 1 - s->acked,
 			             s->head - s->tail, lag_us, s->fenced, s->retransmits, s->resyncs,
-			             s->overflows, s->snap_items);
+			             s->overflows, s->snap_items, s->durable_acked, s->durable_failed);
 		}
 		for (unsigned i = 0; i < SL_REPL_STREAMS; i++) {
 			const struct sl_rin *r = &rp->in[i];

@@ -317,12 +317,21 @@ struct sl_fwd {
 		struct sl_cport_window w;
 	} win[SL_FWD_SENDERS];
 	struct sl_buf scratch; /* the request being forwarded */
+	struct rte_mbuf *held; /* test builds: a datagram held back (cport_delay) */
+	uint32_t held_ms;
 };
 
 extern const struct sl_origin_ops sl_peer_origin;
 
 int sl_fwd_init(struct sl_worker *w);
 void sl_fwd_fini(struct sl_worker *w);
+/** A datagram to the cluster port (a trusted source's) as it arrives:
+ *  test builds may drop, duplicate or hold it back here (fault points
+ *  cport_*), then sl_fwd_input. */
+struct sl_msg *sl_fwd_arrive(struct sl_worker *w, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
+                             uint16_t ihl);
+/** A datagram held back by cport_delay whose time is up goes on now. */
+unsigned sl_fwd_release_held(struct sl_worker *w, bool all);
 /** A datagram to the cluster port (a trusted source's): a whole forwarded
  *  request comes back as a message to run; replies are dealt with here. */
 struct sl_msg *sl_fwd_input(struct sl_worker *w, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
@@ -355,6 +364,7 @@ unsigned sl_fwd_expire(struct sl_worker *w);
  */
 #define SL_REPL_STREAMS 64
 #define SL_REPL_NONE 0xffu
+#define SL_REPL_WAITERS 256
 
 enum sl_rout_state {
 	SL_ROUT_RESYNCING, /* RESET sent, the snapshot not yet acknowledged */
@@ -382,6 +392,15 @@ struct sl_rout {
 	char *part;
 	uint32_t part_len, part_done, part_count;
 	uint64_t part_end;
+	/* writes (meta flag B) waiting for the backup to acknowledge their
+	 * record: a ring in seq order, SL_REPL_WAITERS at most */
+	struct {
+		struct sl_msg *msg;
+		uint64_t seq;
+		uint32_t deadline_ms;
+	} wait[SL_REPL_WAITERS];
+	unsigned wait_head, wait_n;
+	uint64_t durable_acked, durable_failed;
 };
 
 struct sl_rin {
@@ -423,6 +442,9 @@ unsigned sl_repl_tick(struct sl_worker *w);
 void sl_repl_input(struct sl_worker *w, const struct sl_cport_hdr *h, const uint8_t *data,
                    const struct rte_ether_hdr *eth, const struct rte_ipv4_hdr *ip,
                    const struct rte_udp_hdr *udp);
+/** @p msg's conversation stopped at SL_EXEC_WAIT: it goes on once the
+ *  backup acknowledged the write, or with an error. */
+void sl_repl_wait(struct sl_worker *w, struct sl_msg *msg);
 /** `stats replication` (sl_node.repl_stats). */
 void sl_repl_stats(const struct sl_node *n, struct sl_buf *o);
 /** Send a message of cluster-port datagrams (fwd.c), all or none. */

@@ -18,6 +18,7 @@
 #include <rte_mbuf.h>
 #include <rte_udp.h>
 
+#include "sluice/fault.h"
 #include "sluice/portguard.h"
 #include "sluiced.h"
 
@@ -90,6 +91,10 @@ void sl_msg_run(struct sl_worker *w, struct sl_msg *msg)
 	}
 	if (st == SL_EXEC_FORWARD) {
 		sl_handoff_pass(w, to, msg);
+		return;
+	}
+	if (st == SL_EXEC_WAIT) {
+		sl_repl_wait(w, msg); /* goes on from there */
 		return;
 	}
 	msg->origin->reply(w, msg);
@@ -183,6 +188,8 @@ int sl_worker_main(void *arg)
 			work += sl_backlog_retry(w);
 		if (w->fwd->tail_id != w->fwd->next_id)
 			work += sl_fwd_expire(w);
+		if (SL_FAULTS_BUILT && w->fwd->held)
+			work += sl_fwd_release_held(w, false);
 		/* after the burst: its changes leave in batches now */
 		work += sl_repl_tick(w);
 		if (w->idx == 0 && net->wire_ring) {

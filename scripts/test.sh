@@ -60,7 +60,8 @@ e2e_asan() {
         ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         /usr/bin/python3 -m pytest -q -p no:cacheprovider test_udp.py test_tcp.py \
         test_differential.py test_clients.py test_ports.py test_peer_churn.py test_options.py \
-        test_overload.py test_faults.py test_udpguard.py test_cluster_control.py test_cluster.py) || return 1
+        test_overload.py test_faults.py test_udpguard.py test_cluster_control.py test_cluster.py \
+        test_replication.py test_replication_faults.py) || return 1
     if grep -l -E "ERROR: (Address|Leak)Sanitizer|runtime error" "$logs"/*; then
         grep -h -A20 -E "ERROR: (Address|Leak)Sanitizer|runtime error" "$logs"/* | head -80
         return 1

@@ -232,14 +232,25 @@ struct sl_conv {
 	bool in_request; /* a get/broadcast is part done */
 	bool close;      /* quit, or junk that ends a TCP connection */
 	bool udp;        /* datagram transport (no partial requests) */
+	bool durable;    /* SL_EXEC_WAIT: the request just run waits for its backup */
+	uint64_t durable_hash;
+	uint32_t durable_mark; /* where its reply starts in out */
 	struct sl_buf out;
 };
+
+/** A write that waited for its backup (SL_EXEC_WAIT) is not acknowledged:
+ *  its reply becomes @p line. */
+void sl_exec_durable_fail(struct sl_conv *c, const char *line);
 
 enum sl_exec_status {
 	SL_EXEC_DONE = 0,    /* all input consumed; out holds the reply */
 	SL_EXEC_FORWARD = 1, /* *to_core must continue */
 	SL_EXEC_REMOTE = 2,  /* the next key is node *to_core's: forward the
 	                      * conversation there, or sl_exec_skip it */
+	SL_EXEC_WAIT = 3,    /* a write asked (meta flag B) to be answered only
+	                      * once the backup has it: c->durable_hash names
+	                      * its key; run it again once acknowledged, or
+	                      * sl_exec_durable_fail it */
 };
 
 /** Append "STAT name value\r\n" to @p o (value formatted as printf). */

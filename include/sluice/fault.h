@@ -24,6 +24,10 @@
  *   bucket_alloc  jemalloc allocation of an index segment or overflow bucket
  *   ring_enq      an enqueue onto a handoff ring between cores
  *   buf_grow      growth of a reply or connection buffer (sl_buf)
+ *   cport_drop    a datagram to the cluster port is dropped on arrival
+ *   cport_dup     ... is taken twice
+ *   cport_delay   ... is held back and taken after the next one (or 5 ms
+ *                 later): delayed and reordered
  *
  * Thread safety: sl_fault may be called from any thread; the call counts
  * are atomic and the random draws per thread (test builds only: the cost
@@ -41,7 +45,10 @@
 	X(item_alloc)                                                                              \
 	X(bucket_alloc)                                                                            \
 	X(ring_enq)                                                                                \
-	X(buf_grow)
+	X(buf_grow)                                                                                \
+	X(cport_drop)                                                                              \
+	X(cport_dup)                                                                               \
+	X(cport_delay)
 
 enum sl_fault_point {
 #define X(n) SL_FAULT_##n,

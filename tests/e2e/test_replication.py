@@ -241,3 +241,47 @@ def test_a_primary_cut_off_from_its_backups_stops_taking_writes_and_catches_up(c
     assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:5]}"
     assert got.get(mine[-1]) == b"after"
     c.restart("n1")
+
+
+def meta(node, req):
+    host, port = node["local_tcp"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(req)
+        buf = b""
+        while not buf.endswith(b"\r\n"):
+            d = s.recv(65536)
+            if not d:
+                break
+            buf += d
+    return buf
+
+
+def test_the_durability_flag_answers_only_once_the_backup_has_the_write(cluster):
+    c = cluster
+    c.wait_converged()
+    nodes = c.state["nodes"]
+    keys = owned_by(c, 1, [f"d{i}" for i in range(2000)])[:50]
+    for k in keys:
+        assert meta(nodes[1], f"ms {k} 4 B\r\ndura\r\n".encode()) == b"HD\r\n"
+    st = {k: f for k, (_, f) in streams(nodes[1]).items() if k.startswith("out.")}
+    assert sum(f["durable_acked"] for f in st.values()) >= len(keys), st
+    # no waiting for lag to fall: kill -9 at once, and nothing is lost
+    os.kill(nodes[1]["pid"], signal.SIGKILL)
+    wait_for(lambda: cstats(nodes[0])["slots_owned"] + cstats(nodes[2])["slots_owned"] == 16384,
+             timeout=10)
+    got = client(nodes[0]).get_many(keys)
+    assert got == {k: b"dura" for k in keys}, len(got)
+    c.restart("n2")
+    # a backup that cannot be reached: the write is not acknowledged
+    nodes = c.state["nodes"]
+    k = owned_by(c, 1, [f"e{i}" for i in range(2000)])[0]
+    ns = c.state["client_netns"]
+    for n in (nodes[0], nodes[2]):
+        sh("ip", "-n", ns, "link", "set", n["tap"], "nomaster")
+    try:
+        r = meta(nodes[1], f"ms {k} 1 B\r\nx\r\n".encode())
+    finally:
+        for n in (nodes[0], nodes[2]):
+            sh("ip", "-n", ns, "link", "set", n["tap"], "master", "slbr")
+    assert r.startswith(b"SERVER_ERROR") and b"acknowledge" in r, r
+    c.wait_converged()
