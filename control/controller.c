@@ -1017,12 +1017,14 @@ int main(int argc, char **argv)
 	logf_("listening on %s, epoch %llu, %u known node(s)", listen_at,
 	      (unsigned long long)C.epoch, C.nnodes);
 	if (!C.etcd && C.nnodes) {
-		/* restarted: the nodes it knew are presumed alive, and have
-		 * --dead-after heartbeats' time to come back before their
+		/* restarted: the nodes it knew are presumed alive, and have a
+		 * second and --dead-after heartbeats to come back before their
 		 * slots fail over; the table they get is the one in force */
 		for (unsigned i = 0; i < C.nnodes; i++) {
 			C.nodes[i].alive = !C.nodes[i].was_down;
-			C.nodes[i].last_hb_ms = now_ms();
+			/* a second more than heartbeats alone: a node retries its
+			 * connection every 200 ms */
+			C.nodes[i].last_hb_ms = now_ms() + 1000;
 		}
 		publish("restarted");
 	}

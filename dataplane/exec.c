@@ -181,6 +181,10 @@ static bool is_mine(struct sl_exec *ex, struct sl_conv *c, struct sl_tok k, uint
 	return false;
 }
 
+#define HOLD_LINE(ex)                                                                              \
+	((ex)->stale ? "SERVER_ERROR slot table out of date, try again"                           \
+	             : "SERVER_ERROR key's slot is moving, try again")
+
 /* ---- helpers over items ---------------------------------------------------- */
 
 static struct sl_class_stats *cls_of(struct sl_exec *ex, const struct sl_item *it)
@@ -1163,6 +1167,7 @@ static void stats_cluster(struct sl_exec *ex, struct sl_buf *o)
 	stat_u(o, "forward_refused", s.fwd_refused);
 	stat_u(o, "forwarded_in_stale_epoch", s.fwd_stale);
 	stat_u(o, "writes_fenced", s.writes_fenced);
+	stat_u(o, "held_refused", s.held_refused);
 	stat_u(o, "replication_refused", s.repl_refused);
 	stat_u(o, "replication_stale_epoch", s.repl_stale);
 	put_line(o, "END");
@@ -1525,6 +1530,13 @@ static bool run_get(struct sl_exec *ex, struct sl_conv *c, const struct sl_req *
 			c->key_pos = here;
 			return false;
 		}
+		if (ex->hold_on && ex->hold(ex, h)) {
+			/* the whole request, values other cores added included */
+			ex->st.held_refused++;
+			if (sl_buf_fail(&c->out, c->mark, HOLD_LINE(ex)) != 0)
+				c->close = true;
+			return true;
+		}
 		get_one(ex, c, r, k, h, now);
 	}
 	sl_buf_put(&c->out, "END\r\n", 5);
@@ -1633,6 +1645,11 @@ enum sl_exec_status sl_exec_run(struct sl_exec *ex, struct sl_conv *c, uint32_t 
 				if (!is_mine(ex, c, r.key, h, to_core)) {
 					c->in_request = true; /* counted here already */
 					return c->remote ? SL_EXEC_REMOTE : SL_EXEC_FORWARD;
+				}
+				if (ex->hold_on && ex->hold(ex, h)) {
+					ex->st.held_refused++;
+					put_line(&c->out, HOLD_LINE(ex));
+					break;
 				}
 				run_keyed(ex, c, &r, h, now);
 				if ((r.cmd == SL_CMD_MS || r.cmd == SL_CMD_MD || r.cmd == SL_CMD_MA) &&

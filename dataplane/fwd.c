@@ -405,6 +405,16 @@ struct sl_msg *sl_fwd_input(struct sl_worker *w, struct rte_mbuf *m, struct rte_
 		return NULL;
 	}
 	const uint8_t *data = p + SL_CPORT_HDR;
+	if (h.epoch > w->ex.table->epoch) {
+		/* the sender has a newer table than ours: until ours comes, we
+		 * may no longer own what we think we own (repl.c's fence) */
+		uint64_t *seen = &w->ex.node->cluster.epoch_seen;
+		uint64_t cur = __atomic_load_n(seen, __ATOMIC_RELAXED);
+		while (h.epoch > cur &&
+		       !__atomic_compare_exchange_n(seen, &cur, h.epoch, false, __ATOMIC_RELEASE,
+		                                    __ATOMIC_RELAXED))
+			;
+	}
 	if (h.type == SL_CPORT_REQ)
 		return take_request(w, m, &h, data, eth, ip, udp);
 	if (h.worker != w->idx) {

@@ -748,9 +748,20 @@ int main(int argc, char **argv)
 	 * include/sluice/portguard.h and tables.c) */
 	if (sl_guard_init(W) != 0)
 		rte_exit(EXIT_FAILURE, "cannot set up the port guard\n");
-	/* the node runs alone: node 0, epoch 1, every slot its own */
+	/* the node runs alone: node 0, epoch 1, every slot its own; in a
+	 * cluster it serves nothing before the controller's first table (an
+	 * empty node answering for slots another node holds would give
+	 * misses for keys that exist) */
 	struct sl_table *t0 = sl_table_alloc();
-	if (!t0 || sl_table_init_local(t0, 1, 0, W) != 0 || sl_tables_publish(&a->tables, t0) != 0)
+	if (!t0 || sl_table_init_local(t0, 1, 0, W) != 0)
+		rte_exit(EXIT_FAILURE, "cannot build the slot table\n");
+	if (c->cluster) {
+		for (unsigned s = 0; s < SL_SLOTS; s++) {
+			t0->state[s] = SL_SLOT_REMOTE;
+			t0->node[s] = 0xfffe; /* nobody it knows: "not served" */
+		}
+	}
+	if (sl_table_seal(t0) != 0 || sl_tables_publish(&a->tables, t0) != 0)
 		rte_exit(EXIT_FAILURE, "cannot build the slot table\n");
 
 	/* the node: W stores, each with its share of memory */
@@ -779,6 +790,7 @@ int main(int argc, char **argv)
 		w->tx.port = c->port;
 		w->ctx.port = net->cdev >= 0 ? (uint16_t)net->cdev : c->port;
 		w->ctx.queue = (uint16_t)i;
+		w->ctx.patient = true;
 		w->ctx.st = &w->ex.st;
 		w->tx.queue = (uint16_t)i;
 		w->tx.st = &w->ex.st;

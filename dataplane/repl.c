@@ -52,6 +52,8 @@
 #define LOG_PFX 8             /* | len u32 | appended at u32 | */
 /* datagrams all streams of a core send per loop iteration (~90 KB) */
 #define TICK_DATAGRAMS 64
+/* longest wait for a stream to drain, or for a HANDOVER, at a table change */
+#define DRAIN_US 1000000
 
 static uint64_t fresh_gen(uint64_t prev)
 {
@@ -473,7 +475,8 @@ static void apply(struct sl_worker *w, struct sl_rin *r, const struct sl_rec *re
 	uint64_t h = rec->klen ? sl_key_hash(rec->key, rec->klen) : 0;
 	struct sl_item *old, *it;
 	r->records++;
-	if (rec->klen && w->ex.table->core[sl_slot_of(h)] != SL_CORE_ELSEWHERE)
+	if (rec->klen && w->ex.table->core[sl_slot_of(h)] != SL_CORE_ELSEWHERE &&
+	    w->repl->await_from[sl_slot_of(h)] != r->node + 1)
 		return; /* a slot of ours now: ours is the newer word on it */
 	switch (rec->kind) {
 	case SL_REC_SET:
@@ -520,6 +523,10 @@ static void apply(struct sl_worker *w, struct sl_rin *r, const struct sl_rec *re
 		r->synced = true;
 		r->sync_epoch = rec->cas;
 		break;
+	case SL_REC_HANDOVER:
+		if (rec->cas > r->handover_epoch)
+			r->handover_epoch = rec->cas;
+		break;
 	}
 }
 
@@ -536,6 +543,7 @@ static void in_batch(struct sl_worker *w, struct sl_rin *r, uint64_t epoch, cons
 		 * not applied, not acknowledged (if it is still the primary
 		 * under the newer table, its retransmission will be taken) */
 		w->ex.st.repl_stale++;
+		r->ack_due = true; /* its epoch tells the sender it is out of date */
 		return;
 	}
 	r->last_us = w->now_us;
@@ -723,18 +731,68 @@ void sl_repl_retable(struct sl_worker *w)
 			grew[i] = true;
 	}
 	memcpy(rp->slot_out, next, sizeof(next));
+	struct sl_rec hand = {.kind = SL_REC_HANDOVER, .cas = t->epoch};
+	uint64_t drain = w->now_us + DRAIN_US;
 	for (unsigned i = 0; i < SL_REPL_STREAMS; i++) {
 		struct sl_rout *o = &rp->out[i];
-		if (o->used && !has[i]) {
-			part_drop(o);
-			wait_release(w, o, "SERVER_ERROR the slot's backup changed, write not acknowledged");
-			o->used = false; /* its log stays allocated, for a next stream */
-		} else if (o->used && grew[i]) {
+		if (!o->used)
+			continue;
+		/* whatever slots it loses, the backup learns it has them all */
+		if (o->gen)
+			out_append(w, o, &hand);
+		if (!has[i]) {
+			o->closing = true;
+			o->drain_deadline_us = drain;
+		} else if (grew[i]) {
 			/* slots the backup does not hold yet: the whole snapshot
-			 * again (the backup drops what it had of this core's) */
-			out_start(w, o);
+			 * again (the backup drops what it had of this core's),
+			 * once what the stream holds has reached it */
+			o->closing = false;
+			if (o->gen) {
+				o->restart = true;
+				o->drain_deadline_us = drain;
+			} else {
+				out_start(w, o);
+			}
+		} else {
+			o->closing = false;
 		}
 	}
+	/* slots taken over from a primary that is still there, and whose
+	 * stream this core has applied: held until its HANDOVER comes */
+	rp->await_n = 0;
+	memset(rp->await_from, 0, sizeof(rp->await_from));
+	for (unsigned s = 0; s < SL_SLOTS; s++) {
+		uint16_t was = rp->owner[s];
+		rp->owner[s] = t->node[s];
+		if (t->core[s] != w->idx || was == t->self || was >= 0xfffe)
+			continue;
+		const struct sl_peer *p = sl_table_peer(t, was);
+		if (!p)
+			continue; /* it failed: its backup (this node) is the word */
+		uint8_t pc = (uint8_t)(s % (p->workers ? p->workers : 1));
+		struct sl_rin *r = in_find(rp, was, pc, false);
+		if (!r || !r->synced || r->handover_epoch >= t->epoch)
+			continue;
+		rp->await_from[s] = (uint16_t)(was + 1);
+		unsigned k;
+		for (k = 0; k < rp->await_n; k++)
+			if (rp->await[k].node == was && rp->await[k].pcore == pc)
+				break;
+		if (k == rp->await_n && k < SL_REPL_STREAMS) {
+			rp->await[k].node = was;
+			rp->await[k].pcore = pc;
+			rp->await_n++;
+		}
+	}
+	rp->await_epoch = t->epoch;
+	rp->await_deadline_us = drain;
+}
+
+static bool hold(struct sl_exec *ex, uint64_t h)
+{
+	struct sl_worker *w = (struct sl_worker *)((char *)ex - offsetof(struct sl_worker, ex));
+	return ex->stale || w->repl->await_from[sl_slot_of(h)];
 }
 
 static const char *fence(struct sl_exec *ex, uint64_t h)
@@ -744,10 +802,37 @@ static const char *fence(struct sl_exec *ex, uint64_t h)
 	uint64_t lease = __atomic_load_n(&ex->node->cluster.lease_tsc, __ATOMIC_ACQUIRE);
 	if (lease && w->tsc > lease && ex->table->backup[s] != 0xffff)
 		return "SERVER_ERROR write refused: this node's lease expired";
+	if (__atomic_load_n(&ex->node->cluster.epoch_seen, __ATOMIC_RELAXED) > ex->table->epoch)
+		return "SERVER_ERROR write refused: slot table out of date, try again";
 	unsigned i = w->repl->slot_out[s];
 	if (i != SL_REPL_NONE && w->repl->out[i].fenced)
 		return "SERVER_ERROR write refused: backup lagging";
 	return NULL;
+}
+
+/* Slots held for a HANDOVER: released as their primaries' come. */
+static unsigned await_step(struct sl_worker *w)
+{
+	struct sl_repl *rp = w->repl;
+	bool late = w->now_us > rp->await_deadline_us;
+	unsigned done = 0;
+	for (unsigned k = 0; k < rp->await_n;) {
+		struct sl_rin *r = in_find(rp, rp->await[k].node, rp->await[k].pcore, false);
+		if (!late && r && r->handover_epoch < rp->await_epoch) {
+			k++;
+			continue;
+		}
+		if (late)
+			rp->handover_timeouts++;
+		const struct sl_peer *p = sl_table_peer(w->ex.table, rp->await[k].node);
+		unsigned pw = p && p->workers ? p->workers : 1;
+		for (unsigned s = 0; s < SL_SLOTS; s++)
+			if (rp->await_from[s] == rp->await[k].node + 1 && s % pw == rp->await[k].pcore)
+				rp->await_from[s] = 0;
+		rp->await[k] = rp->await[--rp->await_n];
+		done++;
+	}
+	return done;
 }
 
 unsigned sl_repl_tick(struct sl_worker *w)
@@ -780,6 +865,20 @@ unsigned sl_repl_tick(struct sl_worker *w)
 			wait_done(w, o, "SERVER_ERROR backup did not acknowledge the write in time");
 		if (o->sent < o->head)
 			work += out_send(w, o, &budget);
+		if ((o->closing || o->restart) &&
+		    (o->acked + 1 == o->next_seq || w->now_us > o->drain_deadline_us)) {
+			if (o->restart) {
+				o->restart = false;
+				out_start(w, o);
+			} else {
+				part_drop(o);
+				wait_release(w, o, "SERVER_ERROR the slot's backup changed, "
+				                   "write not acknowledged");
+				o->closing = false;
+				o->used = false; /* its log stays allocated, for a next stream */
+				continue;
+			}
+		}
 		/* a resync is not counted: until it is done the backup is no
 		 * copy to fail over to, so its lag guards nothing */
 		o->fenced = lag_bound && o->state == SL_ROUT_STREAMING && out_lag_us(w, o) > lag_bound;
@@ -799,9 +898,24 @@ unsigned sl_repl_tick(struct sl_worker *w)
 			work++;
 		}
 	}
+	if (rp->await_n)
+		work += await_step(w);
 	rp->any_fenced = fenced;
 	uint64_t lease = __atomic_load_n(&w->ex.node->cluster.lease_tsc, __ATOMIC_ACQUIRE);
-	w->ex.fence_on = fenced || (lease && w->tsc > lease);
+	/* a worker that did not run for longer than a lease (the process
+	 * was stopped, or starved) cannot know its table still holds: it
+	 * answers no key until the controller renewed the lease, which it
+	 * does only for a node on the current table */
+	uint64_t lease_now = __atomic_load_n(&w->ex.node->cluster.lease_tsc, __ATOMIC_ACQUIRE);
+	if (lease_now && dt > (uint64_t)w->ex.node->cluster.lease_ms * 1000)
+		rp->frozen_until_tsc = lease_now;
+	if (rp->frozen_until_tsc && lease_now > rp->frozen_until_tsc && w->tsc < lease_now)
+		rp->frozen_until_tsc = 0;
+	w->ex.stale = __atomic_load_n(&w->ex.node->cluster.epoch_seen, __ATOMIC_RELAXED) >
+	                  w->ex.table->epoch ||
+	              rp->frozen_until_tsc;
+	w->ex.hold_on = w->ex.stale || rp->await_n;
+	w->ex.fence_on = fenced || (lease && w->tsc > lease) || w->ex.stale;
 	return work;
 }
 
@@ -812,6 +926,7 @@ int sl_repl_init(struct sl_worker *w)
 		return -ENOMEM;
 	memset(w->repl->slot_out, SL_REPL_NONE, sizeof(w->repl->slot_out));
 	w->ex.fence = fence;
+	w->ex.hold = hold;
 	struct sl_store_observer ob = {.fn = observe, .ctx = w};
 	sl_store_observe(w->ex.store, &ob);
 	return 0;
@@ -876,7 +991,9 @@ void sl_repl_stats(const struct sl_node *n, struct sl_buf *o)
 			             " retransmits=%" PRIu64 " resyncs=%" PRIu64 " overflows=%" PRIu64
 			             " snapshot_items=%" PRIu64 " durable_acked=%" PRIu64
 			             " durable_failed=%" PRIu64,
-			             s->state == SL_ROUT_STREAMING ? "streaming" : "resyncing",
+			             s->closing || s->restart         ? "draining"
+			             : s->state == SL_ROUT_STREAMING ? "streaming"
+			                                             : "resyncing",
 			             s->next_seq - 1, s->acked, s->next_seq - 1 - s->acked,
 			             s->head - s->tail, lag_us, s->fenced, s->retransmits, s->resyncs,
 			             s->overflows, s->snap_items, s->durable_acked, s->durable_failed);

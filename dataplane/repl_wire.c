@@ -38,7 +38,7 @@ size_t sl_rec_get(const uint8_t *in, size_t len, struct sl_rec *r)
 	r->cas = sl_get64(in + 12);
 	r->vlen = sl_get32(in + 20);
 	bool keyed = r->kind == SL_REC_SET || r->kind == SL_REC_TTL || r->kind == SL_REC_DEL;
-	if (r->kind < SL_REC_SET || r->kind > SL_REC_SNAP_END || in[3])
+	if (r->kind < SL_REC_SET || r->kind > SL_REC_HANDOVER || in[3])
 		return 0;
 	if (keyed ? (r->klen == 0 || r->klen > 250) : r->klen != 0)
 		return 0;

@@ -79,6 +79,7 @@ struct sl_msg;
 struct sl_tx {
 	uint16_t port;
 	uint16_t queue;
+	bool patient; /* waits a little for a full ring (node-to-node traffic) */
 	unsigned n;
 	struct sl_core_stats *st;
 	struct rte_mbuf *pk[SL_BURST * 4];
@@ -378,6 +379,11 @@ struct sl_rout {
 	uint8_t state;
 	bool fenced; /* lag above --repl-max-lag-ms: its slots refuse writes */
 	bool snap;   /* the snapshot walk is under way */
+	/* draining: the stream carries no slot any more (closing) or must
+	 * start again (restart), once what it holds is acknowledged, so
+	 * that a backup taking slots over gets every change first */
+	bool closing, restart;
+	uint64_t drain_deadline_us;
 	uint64_t gen;
 	uint64_t next_seq, acked, sent_seq, snap_end_seq, snap_epoch;
 	uint8_t *log;
@@ -408,6 +414,7 @@ struct sl_rin {
 	uint8_t core; /* the primary's core */
 	uint16_t node;
 	bool synced;     /* a whole snapshot applied (SNAP_END) in this generation */
+	uint64_t handover_epoch; /* the last HANDOVER record applied */
 	bool ack_due, nack_due, resync_due;
 	bool purging;    /* dropping the slots of this primary (RESET, FLUSH) */
 	uint8_t pworkers; /* the primary's worker count, for the drop */
@@ -424,11 +431,24 @@ struct sl_rin {
 struct sl_repl {
 	uint64_t epoch; /* slot_out is of this table's */
 	uint8_t slot_out[SL_SLOTS];
+	uint16_t owner[SL_SLOTS]; /* each slot's node in that table */
+	/* slots this core took over from a live primary under table
+	 * await_epoch: held (SERVER_ERROR, try again) until that primary's
+	 * HANDOVER record is applied, or until the deadline */
+	uint16_t await_from[SL_SLOTS]; /* that primary's id + 1; 0: not held */
+	struct {
+		uint16_t node;
+		uint8_t pcore;
+	} await[SL_REPL_STREAMS];
+	unsigned await_n;
+	uint64_t await_epoch, await_deadline_us, handover_timeouts;
 	struct sl_rout out[SL_REPL_STREAMS];
 	struct sl_rin in[SL_REPL_STREAMS];
 	struct sl_buf scratch;
 	bool any_fenced;
 	uint64_t last_tick_us;
+	uint64_t frozen_until_tsc; /* the lease seen when the worker found it had not run for
+	                            * longer than a lease: stale until a newer one */
 };
 
 int sl_repl_init(struct sl_worker *w);

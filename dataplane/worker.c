@@ -49,7 +49,7 @@ static void peek_key(const struct sl_worker *w, struct rte_mbuf *m, struct sl_pe
 	pk->klen = (uint32_t)sl_peek_key(p, len, &pk->get1);
 	if (pk->klen) {
 		pk->hash = sl_key_hash(p + SL_PEEK_KEY_OFF, pk->klen);
-		pk->mine = sl_slot_owner(w->ex.table, pk->hash) == w->idx;
+		pk->mine = sl_slot_owner(w->ex.table, pk->hash) == w->idx && !w->ex.hold_on;
 	}
 }
 

@@ -160,9 +160,11 @@ class Cluster:
                     raise RuntimeError("etcd did not start: see " + log.name)
                 time.sleep(0.1)
 
-    def start_controller(self, i):
+    def start_controller(self, i, port=None):
+        """Controller i, on a fresh port (or @p port: a restart where the
+        nodes look for it)."""
         st = self.state
-        port = free_port()
+        port = port or free_port()
         log = open(os.path.join(self.dir, f"control{i}.log"), "a")
         where = (["--etcd", st["etcd"]["url"], "--lease-ttl", str(st.get("lease_ttl", 2))]
                  if st.get("etcd") else ["--state", os.path.join(self.dir, "control.state")])
@@ -211,6 +213,10 @@ class Cluster:
         # bridge would take frames to the node for its own
         sh("ip", "-n", ns, "link", "set", tap, "address", f"02:00:00:00:{n // 256:02x}:{n % 256:02x}")
         sh("ip", "-n", ns, "link", "set", tap, "master", "slbr")
+        # a forwarded 1 MB value is ~750 datagrams at once, and replication
+        # streams share the link: more room than the kernel's default 1000
+        # frames queued towards the node
+        sh("ip", "-n", ns, "link", "set", tap, "txqueuelen", "10000")
         sh("ip", "-n", ns, "link", "set", tap, "up")
         node = {"name": name, "pid": p.pid, "ip": ip, "port": 11211, "local_tcp": local,
                 "tap": tap, "exception_netns": xns, "log": log_path}

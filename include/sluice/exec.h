@@ -139,6 +139,7 @@ extern const char *const sl_drop_names[SL_DROP__COUNT];
 	X(fwd_refused)                                                                             \
 	X(fwd_stale)                                                                               \
 	X(writes_fenced)                                                                           \
+	X(held_refused)                                                                     \
 	X(repl_refused)                                                                            \
 	X(repl_stale)                                                                              \
 	X(backlog_waits)                                                                           \
@@ -192,6 +193,11 @@ struct sl_node {
 		 * the main lcore on every heartbeat the controller answers */
 		uint64_t lease_tsc;
 		uint32_t lease_ms;
+		/* the highest epoch another node's cluster-port message carried:
+		 * above the table's, this node's table is out of date (it was
+		 * away while the cluster moved on) and it takes no write until
+		 * the new one comes (written by any worker: atomic max) */
+		uint64_t epoch_seen;
 	} cluster;
 };
 
@@ -213,6 +219,16 @@ struct sl_exec {
 	 * refusal. Set by the worker once per loop (lease, replication lag). */
 	bool fence_on;
 	const char *(*fence)(struct sl_exec *ex, uint64_t h);
+	/* another node showed a newer table than ours: what we think we own
+	 * may be served by another node now, so no key is answered here
+	 * (reads neither: they could be stale) until the table comes */
+	bool stale;
+	/* while hold_on, a key for which hold() is true is answered "try
+	 * again": its slot's table is out of date here (stale), or the slot
+	 * was just taken over and its old primary's last changes are still
+	 * on their way (repl.c) */
+	bool hold_on;
+	bool (*hold)(struct sl_exec *ex, uint64_t h);
 	struct sl_core_stats st;
 };
 

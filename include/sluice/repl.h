@@ -46,6 +46,10 @@
  *            owns (klen 0; cas: the epoch it was started under)
  *     FLUSH  flush_all on the primary: the same drop (klen 0)
  *     SNAP_END  the snapshot is whole (cas: the epoch of its RESET)
+ *     HANDOVER  the primary installed the table of epoch cas: every
+ *            change it made to a slot that table gives to another node
+ *            came before this record (the backup that takes the slot
+ *            over serves it once it has applied this far)
  *
  *   ack (SL_CPORT_RACK body, backup -> primary):
  *   0          8             16         17        18     20
@@ -74,6 +78,7 @@ enum sl_rec_kind {
 	SL_REC_RESET = 4,
 	SL_REC_FLUSH = 5,
 	SL_REC_SNAP_END = 6,
+	SL_REC_HANDOVER = 7,
 };
 
 #define SL_RACK_NACK 0x01

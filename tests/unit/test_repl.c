@@ -64,7 +64,7 @@ Test(repl, kinds_carry_exactly_what_they_may)
 	cr_assert_eq(sl_rec_get(buf, sl_rec_put(buf, &resetk), &g), 0);
 	struct sl_rec bad = {.kind = 0};
 	cr_assert_eq(sl_rec_get(buf, sl_rec_put(buf, &bad), &g), 0);
-	bad.kind = SL_REC_SNAP_END + 1;
+	bad.kind = SL_REC_HANDOVER + 1;
 	cr_assert_eq(sl_rec_get(buf, sl_rec_put(buf, &bad), &g), 0);
 }
 
