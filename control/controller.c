@@ -11,12 +11,18 @@
  * workers, weight); it gives each name a node id for good, and from then
  * on expects a heartbeat every --heartbeat-ms. A node that misses
  * --dead-after of them is dead. On every change of who is alive (a node
- * registers, returns or dies) it computes the slot table afresh with
- * consistent hashing over the live nodes (sluice/placement.h: weights,
- * backups clockwise), gives it the next epoch, writes its state file and
- * pushes the whole table to every connected node; a node installs it
- * whole (no gossip, as Dragonfly's cluster mode). Without a controller
- * the nodes go on serving with their last table.
+ * registers, returns or dies) it computes placement's choice over the
+ * live nodes (consistent hashing, sluice/placement.h: weights, backups
+ * clockwise) and from it and the assignment in force the next table: a
+ * dead primary's slots go to their backups; a slot placement moves to a
+ * live node goes to it only once that node, its backup meanwhile, holds
+ * a whole copy (its heartbeats say; docs/replication.md). It gives the
+ * table the next epoch, writes its state file and pushes the whole table
+ * to every connected node; a node installs it whole (no gossip, as
+ * Dragonfly's cluster mode). Each answered heartbeat renews a node's
+ * write lease, and a node is declared dead only once its lease has
+ * surely run out. Without a controller the nodes go on serving with
+ * their last table.
  *
  * Every message is a frame of sluice/cmsg.h, authenticated with the
  * cluster key; frames without it, replayed or malformed close the
@@ -74,6 +80,7 @@
 #define MAX_CONNS 512
 #define RBUF_MAX (SL_CMSG_BODY_MAX + 64)
 #define NONE 0xffffu
+#define MAX_STREAMS 64
 
 struct node {
 	uint16_t id;
@@ -90,6 +97,13 @@ struct node {
 	 * and it backs up (0: none) */
 	uint64_t synced[MAX_NODES];
 	bool was_down; /* the state read said so */
+	/* its replication streams, from its last heartbeat (for STATUS) */
+	struct stream {
+		uint16_t to;
+		uint8_t core, to_core, state;
+		uint32_t lag_records, lag_us;
+	} streams[MAX_STREAMS];
+	unsigned nstreams;
 };
 
 struct conn {
@@ -471,7 +485,7 @@ static int on_operator(int ci, const struct sl_cmsg *m)
 		                  : send_frame(ci, SL_CMSG_TABLE, NULL, 0);
 	if (m->type != SL_CMSG_STATUS)
 		return -EINVAL;
-	size_t cap = 128 + (size_t)C.nnodes * 200, len = 0;
+	size_t cap = 128 + (size_t)C.nnodes * (200 + MAX_STREAMS * 160), len = 0;
 	char *js = malloc(cap);
 	if (!js)
 		return -ENOMEM;
@@ -487,6 +501,26 @@ static int on_operator(int ci, const struct sl_cmsg *m)
 		    "\"weight\":%u,\"primary_slots\":%u,\"backup_slots\":%u}",
 		    i ? "," : "", n->id, n->reg.name, ip, n->reg.port, n->alive ? "true" : "false",
 		    n->reg.weight, n->alive ? C.primary[i] : 0, n->alive ? C.backup[i] : 0);
+	}
+	len += (size_t)snprintf(js + len, cap - len, "],\"streams\":[");
+	bool first = true;
+	for (unsigned i = 0; i < C.nnodes; i++) {
+		const struct node *n = &C.nodes[i];
+		for (unsigned k = 0; n->alive && k < n->nstreams; k++) {
+			const struct stream *st = &n->streams[k];
+			uint16_t to = index_of_id(st->to);
+			bool down = to == NONE || !C.nodes[to].alive;
+			static const char *const names[] = {"resyncing", "streaming", "draining"};
+			len += (size_t)snprintf(
+			    js + len, cap - len,
+			    "%s{\"from\":\"%s\",\"core\":%u,\"to\":\"%s\",\"to_core\":%u,"
+			    "\"state\":\"%s\",\"lag_records\":%u,\"lag_us\":%u}",
+			    first ? "" : ",", n->reg.name, st->core,
+			    to == NONE ? "?" : C.nodes[to].reg.name, st->to_core,
+			    down ? "down" : names[st->state < 3 ? st->state : 0], st->lag_records,
+			    st->lag_us);
+			first = false;
+		}
 	}
 	len += (size_t)snprintf(js + len, cap - len, "]}");
 	int rc = send_frame(ci, SL_CMSG_STATUS, (const uint8_t *)js, (uint32_t)len);
@@ -589,7 +623,29 @@ static void on_register(int ci, const struct sl_cmsg *m)
 static bool on_sync_report(struct node *n, const struct sl_cmsg *m)
 {
 	bool changed = false;
-	for (uint32_t off = 0; off + 10 <= m->body_len; off += 10) {
+	if (m->body_len < 2)
+		return false;
+	uint32_t nsync = (uint32_t)(m->body[0] << 8 | m->body[1]), end = 2 + 10 * nsync;
+	if (end > m->body_len)
+		return false;
+	/* its streams, as they stand, for STATUS */
+	n->nstreams = 0;
+	if (end + 2 <= m->body_len) {
+		uint32_t ns = (uint32_t)(m->body[end] << 8 | m->body[end + 1]);
+		for (uint32_t k = 0; k < ns && n->nstreams < MAX_STREAMS &&
+		                     end + 2 + 14 * (k + 1) <= m->body_len;
+		     k++) {
+			const uint8_t *b = m->body + end + 2 + 14 * k;
+			struct stream *st = &n->streams[n->nstreams++];
+			st->to = (uint16_t)(b[0] << 8 | b[1]);
+			st->core = b[2];
+			st->to_core = b[3];
+			st->state = b[4];
+			st->lag_records = (uint32_t)b[6] << 24 | (uint32_t)b[7] << 16 | b[8] << 8 | b[9];
+			st->lag_us = (uint32_t)b[10] << 24 | (uint32_t)b[11] << 16 | b[12] << 8 | b[13];
+		}
+	}
+	for (uint32_t off = 2; off + 10 <= end; off += 10) {
 		const uint8_t *b = m->body + off;
 		uint16_t pi = index_of_id((unsigned)(b[0] << 8 | b[1]));
 		uint64_t e = 0;

@@ -17,7 +17,11 @@
  *
  * status and where ask sluice-control (default 127.0.0.1:7100, or
  * $SLUICE_CONTROLLER; the key from $SLUICE_KEY_FILE) over its own
- * authenticated frames (sluice/cmsg.h).
+ * authenticated frames (sluice/cmsg.h). status also lists every
+ * replication stream (its state: streaming, resyncing, draining, down;
+ * its lag in records and microseconds, as the nodes' heartbeats last
+ * said) and exits 3 when one is down or lags past --lag-alert-us
+ * (100000) or --lag-alert-records (10000).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -375,6 +379,9 @@ static int ask(uint8_t type, uint8_t want, uint8_t **out, uint32_t *len, uint64_
 	return -1;
 }
 
+/* status: a stream down, or lagging more than these, is an alert (exit 3) */
+static unsigned alert_us = 100000, alert_records = 10000;
+
 struct st_node {
 	unsigned id, weight, primary, backup;
 	char name[64], addr[64], alive[8];
@@ -418,8 +425,36 @@ static int status(bool json)
 		printf("%-4u %-16s %-22s %-6s %6u %8u %8u\n", nodes[i].id, nodes[i].name,
 		       nodes[i].addr, strcmp(nodes[i].alive, "true") == 0 ? "yes" : "no",
 		       nodes[i].weight, nodes[i].primary, nodes[i].backup);
+	/* the replication streams: state and lag, with the alert thresholds */
+	const char *sp = strstr((const char *)body, "\"streams\":[");
+	unsigned alerts = 0, ns = 0;
+	for (const char *p = sp ? strstr(sp, "{\"from\":") : NULL; p;
+	     p = strstr(p + 1, "{\"from\":")) {
+		char from[64], to[64], state[16];
+		unsigned core, to_core, lag_r, lag_us;
+		if (sscanf(p,
+		           "{\"from\":\"%63[^\"]\",\"core\":%u,\"to\":\"%63[^\"]\",\"to_core\":%u,"
+		           "\"state\":\"%15[a-z]\",\"lag_records\":%u,\"lag_us\":%u}",
+		           from, &core, to, &to_core, state, &lag_r, &lag_us) != 7)
+			continue;
+		if (!ns++)
+			printf("\n%-22s %-22s %-10s %12s %12s\n", "stream", "to", "state",
+			       "lag records", "lag us");
+		bool alert = strcmp(state, "down") == 0 || lag_us > alert_us ||
+		             lag_r > alert_records;
+		alerts += alert;
+		char a[80], b[80];
+		snprintf(a, sizeof(a), "%s core %u", from, core);
+		snprintf(b, sizeof(b), "%s core %u", to, to_core);
+		printf("%-22s %-22s %-10s %12u %12u%s\n", a, b, state, lag_r, lag_us,
+		       alert ? "  ALERT" : "");
+	}
+	if (alerts)
+		printf("\n%u stream(s) down or lagging past --lag-alert-us %u / --lag-alert-records "
+		       "%u\n",
+		       alerts, alert_us, alert_records);
 	free(body);
-	return 0;
+	return alerts ? 3 : 0;
 }
 
 static void json_str(const char *s)
@@ -538,7 +573,8 @@ static void usage(void)
 	fprintf(stderr,
 	        "usage: sluicectl ring simulate --nodes N (--add K | --remove K) [--keys M]\n"
 	        "                 [--vnodes V] [--epsilon E] [--json] [--png FILE]\n"
-	        "       sluicectl [--controller HOST:PORT] [--key-file FILE] status [--json]\n"
+	        "       sluicectl [--controller HOST:PORT] [--key-file FILE] [--lag-alert-us N]\n"
+	        "                 [--lag-alert-records N] status [--json]\n"
 	        "       sluicectl [--controller HOST:PORT] [--key-file FILE] where KEY [--json]\n"
 	        "       sluicectl --nodes IP:PORT[,...] get KEY | set KEY VALUE | del KEY\n");
 }
@@ -557,6 +593,10 @@ int main(int argc, char **argv)
 			keyfile = argv[i + 1];
 		else if (strcmp(argv[i], "--nodes") == 0)
 			nodes_arg = argv[i + 1];
+		else if (strcmp(argv[i], "--lag-alert-us") == 0)
+			alert_us = (unsigned)strtoul(argv[i + 1], NULL, 10);
+		else if (strcmp(argv[i], "--lag-alert-records") == 0)
+			alert_records = (unsigned)strtoul(argv[i + 1], NULL, 10);
 		else
 			break;
 		i += 2;

@@ -142,6 +142,51 @@ static void required_streams(struct sl_cluster *c, const struct sl_table *t)
 	}
 }
 
+/* The second part of the heartbeat's body: this node's streams out, with
+ * their state and lag, for `sluicectl status`. */
+static uint32_t stream_report(struct sl_cluster *c, uint8_t *out, uint32_t cap)
+{
+	uint64_t hz_us = rte_get_tsc_hz() / 1000000 ? rte_get_tsc_hz() / 1000000 : 1;
+	uint32_t now_us = (uint32_t)(rte_rdtsc() / hz_us);
+	uint32_t n = 0, at = 2;
+	for (unsigned k = 0; k < c->node->nworkers; k++) {
+		struct sl_exec *ex = c->node->cores[k];
+		const struct sl_worker *w =
+		    (const struct sl_worker *)((const char *)ex - offsetof(struct sl_worker, ex));
+		for (unsigned i = 0; w->repl && i < SL_REPL_STREAMS && at + 14 <= cap; i++) {
+			const struct sl_rout *o = &w->repl->out[i];
+			if (!__atomic_load_n(&o->used, __ATOMIC_RELAXED))
+				continue;
+			uint64_t head = o->head, tail = o->tail;
+			uint32_t lag_us = 0;
+			if (head != tail && o->cap) {
+				/* when the oldest record was appended (a racy read:
+				 * a report, not a decision) */
+				uint32_t t;
+				size_t a = (size_t)((tail + 4) % o->cap);
+				if (a + 4 <= o->cap) {
+					memcpy(&t, o->log + a, 4);
+					lag_us = now_us - t;
+				}
+			}
+			sl_put16(out + at, o->node);
+			out[at + 2] = (uint8_t)k;
+			out[at + 3] = o->core;
+			out[at + 4] = o->closing || o->restart         ? 2
+			              : o->state == SL_ROUT_STREAMING ? 1
+			                                              : 0;
+			out[at + 5] = 0;
+			uint64_t lag = o->next_seq - 1 - o->acked;
+			sl_put32(out + at + 6, lag > UINT32_MAX ? UINT32_MAX : (uint32_t)lag);
+			sl_put32(out + at + 10, lag_us);
+			at += 14;
+			n++;
+		}
+	}
+	sl_put16(out, (uint16_t)n);
+	return at;
+}
+
 /*
  * The heartbeat's body (sluice/cmsg.h): for each primary whose slots this
  * node backs up, the oldest epoch of the snapshots it holds whole from
@@ -149,11 +194,13 @@ static void required_streams(struct sl_cluster *c, const struct sl_table *t)
  * when a slot may be handed over to it. The workers' stream state is read
  * as it stands (a report one heartbeat late is no harm).
  */
-static uint32_t sync_report(struct sl_cluster *c, uint8_t *out, uint32_t cap)
+static uint32_t sync_report(struct sl_cluster *c, uint8_t *body, uint32_t cap)
 {
 	const struct sl_table *t = sl_tables_current(c->tables);
 	if (t->epoch != c->req_epoch)
 		required_streams(c, t);
+	uint8_t *out = body + 2;
+	cap -= 2;
 	uint32_t n = 0;
 	for (unsigned k = 0; k < c->nreq; k++) {
 		uint64_t e = 0;
@@ -181,7 +228,8 @@ static uint32_t sync_report(struct sl_cluster *c, uint8_t *out, uint32_t cap)
 			sl_put64(out + j + 2, e);
 		}
 	}
-	return n;
+	sl_put16(body, (uint16_t)(n / 10));
+	return 2 + n + stream_report(c, body + 2 + n, cap - n);
 }
 
 static void on_frames(struct sl_cluster *c)

@@ -414,6 +414,8 @@ struct sl_msg *sl_fwd_input(struct sl_worker *w, struct rte_mbuf *m, struct rte_
 		       !__atomic_compare_exchange_n(seen, &cur, h.epoch, false, __ATOMIC_RELEASE,
 		                                    __ATOMIC_RELAXED))
 			;
+		if (h.epoch > cur)
+			__atomic_store_n(&w->ex.node->cluster.epoch_seen_tsc, w->tsc, __ATOMIC_RELEASE);
 	}
 	if (h.type == SL_CPORT_REQ)
 		return take_request(w, m, &h, data, eth, ip, udp);

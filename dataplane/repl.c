@@ -54,6 +54,8 @@
 #define TICK_DATAGRAMS 64
 /* longest wait for a stream to drain, or for a HANDOVER, at a table change */
 #define DRAIN_US 1000000
+/* a newer epoch seen this long without ours following: our table is stale */
+#define STALE_MS 100
 
 static uint64_t fresh_gen(uint64_t prev)
 {
@@ -802,7 +804,7 @@ static const char *fence(struct sl_exec *ex, uint64_t h)
 	uint64_t lease = __atomic_load_n(&ex->node->cluster.lease_tsc, __ATOMIC_ACQUIRE);
 	if (lease && w->tsc > lease && ex->table->backup[s] != 0xffff)
 		return "SERVER_ERROR write refused: this node's lease expired";
-	if (__atomic_load_n(&ex->node->cluster.epoch_seen, __ATOMIC_RELAXED) > ex->table->epoch)
+	if (ex->stale)
 		return "SERVER_ERROR write refused: slot table out of date, try again";
 	unsigned i = w->repl->slot_out[s];
 	if (i != SL_REPL_NONE && w->repl->out[i].fenced)
@@ -911,9 +913,14 @@ unsigned sl_repl_tick(struct sl_worker *w)
 		rp->frozen_until_tsc = lease_now;
 	if (rp->frozen_until_tsc && lease_now > rp->frozen_until_tsc && w->tsc < lease_now)
 		rp->frozen_until_tsc = 0;
-	w->ex.stale = __atomic_load_n(&w->ex.node->cluster.epoch_seen, __ATOMIC_RELAXED) >
-	                  w->ex.table->epoch ||
-	              rp->frozen_until_tsc;
+	/* a newer table somewhere is normal for the moment a push takes to
+	 * reach every node; for longer, ours is out of date */
+	bool behind = __atomic_load_n(&w->ex.node->cluster.epoch_seen, __ATOMIC_RELAXED) >
+	                  w->ex.table->epoch &&
+	              w->tsc - __atomic_load_n(&w->ex.node->cluster.epoch_seen_tsc,
+	                                       __ATOMIC_RELAXED) >
+	                  rte_get_tsc_hz() / 1000 * STALE_MS;
+	w->ex.stale = behind || rp->frozen_until_tsc;
 	w->ex.hold_on = w->ex.stale || rp->await_n;
 	w->ex.fence_on = fenced || (lease && w->tsc > lease) || w->ex.stale;
 	return work;

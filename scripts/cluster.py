@@ -99,7 +99,7 @@ def cluster_stats(addr):
 def streams_settled(addr):
     """No replication stream of the node is copying slots (resyncing)."""
     out = tcp_ask(addr, b"stats replication\r\n").decode()
-    return not any(l.split()[2] in ("resyncing", "dropping")
+    return not any(l.split()[2] in ("resyncing", "dropping", "draining")
                    for l in out.splitlines() if l.startswith("STAT "))
 
 

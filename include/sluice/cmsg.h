@@ -32,9 +32,19 @@
  *   SL_CMSG_REGISTER body (node -> controller, first on a connection):
  *   | ipv4 (4) | port u16 | cluster port u16 | MAC (6) | workers u8 | weight u8 |
  *   | name length u8 | name |
- *   SL_CMSG_ACK body (controller -> node): | node id u16 |
- *   SL_CMSG_HEARTBEAT: no body; the epoch is the table the node routes by.
- *   The controller answers each with a HEARTBEAT of its own (its epoch).
+ *   SL_CMSG_ACK body (controller -> node): | node id u16 | lease ms u32 |
+ *   (the older 2-byte body: no lease)
+ *   SL_CMSG_HEARTBEAT (node -> controller): the epoch is the table the
+ *   node routes by; the body, first what it holds whole of the slots it
+ *   backs up, per primary: | n u16 | n x | primary node id u16 | epoch
+ *   u64 | (the epoch of the last snapshot it applied from every core of
+ *   that primary; 0 while one is missing), then its replication streams:
+ *   | m u16 | m x | backup node id u16 | core u8 | backup core u8 |
+ *   state u8 (0 resyncing, 1 streaming, 2 draining) | 0 u8 | lag records
+ *   u32 | lag us u32 |. The controller answers each with a HEARTBEAT
+ *   of its own (its epoch), whose body is the node's heartbeat sequence
+ *   (u64) when the node routes by the current epoch: that answer renews
+ *   the node's write lease; without a body it renews nothing.
  *   SL_CMSG_STATUS (sluicectl -> controller): no body; answered with a
  *   STATUS frame whose body is JSON: {"epoch": E, "nodes": [{"id", "name",
  *   "addr", "alive", "weight", "primary_slots", "backup_slots"}]}.

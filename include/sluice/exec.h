@@ -194,10 +194,12 @@ struct sl_node {
 		uint64_t lease_tsc;
 		uint32_t lease_ms;
 		/* the highest epoch another node's cluster-port message carried:
-		 * above the table's, this node's table is out of date (it was
-		 * away while the cluster moved on) and it takes no write until
-		 * the new one comes (written by any worker: atomic max) */
+		 * above the table's for longer than a push takes (STALE_MS),
+		 * this node's table is out of date (it was away while the
+		 * cluster moved on) and it answers no key until the new one
+		 * comes (written by any worker: atomic max) */
 		uint64_t epoch_seen;
+		uint64_t epoch_seen_tsc; /* when it last rose */
 	} cluster;
 };
 

@@ -109,7 +109,7 @@ def test_kill_9_loses_no_acknowledged_write_and_the_node_returns_as_backup(clust
     c = cluster
     nodes = c.state["nodes"]
     keys = {f"r{i}": f"v{i}-{os.urandom(4).hex()}" for i in range(2000)}
-    client(nodes[0]).set_many(keys, noreply=False)
+    set_all(client(nodes[0]), keys)
     wait_for(lambda: caught_up(nodes))
     victim = nodes[2]
     mine = owned_by(c, 2, list(keys))
@@ -140,6 +140,15 @@ def test_kill_9_loses_no_acknowledged_write_and_the_node_returns_as_backup(clust
     wait_for(lambda: cstats(nodes[2])["slots_owned"] > 0 and caught_up(nodes))
     ins = {k: v for k, v in streams(nodes[2]).items() if k.startswith("in.")}
     assert ins and all(st == "streaming" for st, _ in ins.values()), ins
+    # the operator's view: every stream streaming, nothing lagging
+    import subprocess
+    from sluice_harness import BUILD
+    st = subprocess.run([os.path.join(BUILD, "sluicectl"), "--controller",
+                         c.state["controllers"][0]["addr"], "--key-file", c.state["key_file"],
+                         "status"], capture_output=True, text=True, timeout=10)
+    rows = [l.split() for l in st.stdout.splitlines() if " core " in l]
+    assert st.returncode == 0 and len(rows) == 6, st.stdout
+    assert all(r[6] == "streaming" for r in rows), st.stdout
     for n in nodes:
         got = {}
         cl = client(n)
@@ -149,13 +158,28 @@ def test_kill_9_loses_no_acknowledged_write_and_the_node_returns_as_backup(clust
         assert not lost, f"through {n['name']}: {len(lost)} lost, e.g. {lost[:5]}"
 
 
+def set_all(cl, kv, timeout=10):
+    """set_many until every key is stored: a table change answers "try
+    again" for a moment."""
+    t0 = time.time()
+    while True:
+        try:
+            if not cl.set_many(kv, noreply=False):
+                return
+        except Exception:
+            pass
+        assert time.time() - t0 < timeout, "writes not taken"
+        time.sleep(0.02)
+
+
 def test_a_stopped_primary_acknowledges_no_write_when_it_resumes(cluster):
     c = cluster
+    c.wait_converged()
     nodes = c.state["nodes"]
     keys = [f"s{i}" for i in range(3000)]
     mine = owned_by(c, 1, keys)[:300]
     assert len(mine) > 100
-    client(nodes[0]).set_many({k: "old" for k in mine}, noreply=False)
+    set_all(client(nodes[0]), {k: "old" for k in mine})
     wait_for(lambda: caught_up(nodes))
     victim = nodes[1]
     fenced0 = cstats(victim)["writes_fenced"]
@@ -171,7 +195,7 @@ def test_a_stopped_primary_acknowledges_no_write_when_it_resumes(cluster):
             except Exception:
                 pass
             assert time.time() - t0 < 5, "no failover"
-        c1.set_many({k: "new" for k in mine}, noreply=False)
+        set_all(c1, {k: "new" for k in mine})
         time.sleep(max(0, 2.0 - (time.time() - t0)))
     finally:
         os.kill(victim["pid"], signal.SIGCONT)
@@ -199,6 +223,7 @@ def test_a_stopped_primary_acknowledges_no_write_when_it_resumes(cluster):
 
 def test_a_primary_cut_off_from_its_backups_stops_taking_writes_and_catches_up(cluster):
     c = cluster
+    c.wait_converged()
     nodes = c.state["nodes"]
     keys = [f"p{i}" for i in range(3000)]
     mine = owned_by(c, 0, keys)
