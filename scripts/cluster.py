@@ -96,6 +96,27 @@ def cluster_stats(addr):
     return {l.split()[1]: int(l.split()[2]) for l in out.splitlines() if l.startswith("STAT ")}
 
 
+def stat_lines(addr, which):
+    """`stats WHICH` of a node: [name, value] pairs."""
+    out = tcp_ask(addr, b"stats " + which.encode() + b"\r\n", timeout=5).decode()
+    return [l.split(" ", 2)[1:] for l in out.splitlines() if l.startswith("STAT ")]
+
+
+_xxh = None
+
+
+def key_slot(key):
+    """The slot of @p key, by the slot contract: XXH3-64 (libxxhash, which
+    sluiced links too) mod 16384."""
+    global _xxh
+    if _xxh is None:
+        _xxh = ctypes.CDLL("libxxhash.so.0")
+        _xxh.XXH3_64bits.restype = ctypes.c_uint64
+        _xxh.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    b = key.encode()
+    return _xxh.XXH3_64bits(b, len(b)) % 16384
+
+
 def streams_settled(addr):
     """No replication stream of the node is copying slots (resyncing)."""
     out = tcp_ask(addr, b"stats replication\r\n").decode()
@@ -304,6 +325,17 @@ class Cluster:
         sh("ip", "-n", self.state["client_netns"], "link", "del", node["tap"], check=False)
         if self.state["nodes"]:
             self.wait_converged()
+
+    def owned_keys(self, idx, keys):
+        """The keys of @p keys whose slot node @p idx owns, by the table it
+        serves (`stats table`: each slot's node as an index into its list
+        of nodes)."""
+        node = self.state["nodes"][idx]
+        lines = stat_lines(node["local_tcp"], "table")
+        ids = {int(v.split()[0]): int(v.split()[1]) for k, v in lines if k == "node"}
+        slots = bytes.fromhex(next(v for k, v in lines if k == "slots"))
+        me = cluster_stats(node["local_tcp"])["node_id"]
+        return [k for k in keys if ids.get(slots[key_slot(k)]) == me]
 
     def restart(self, name, wait=True):
         """Start node NAME again (killed, or stopped here first), under its

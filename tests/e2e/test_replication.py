@@ -8,10 +8,8 @@ node cut off from the others (its tap off the bridge) refuses writes once
 its backups lag by more than the bound, and catches them up when it
 returns. Each test checks what a client saw: every acknowledged write is
 read back with its value afterwards."""
-import ctypes
 import os
 import signal
-import socket
 import sys
 import time
 
@@ -21,20 +19,7 @@ from pymemcache.client.base import Client
 from sluice_harness import ROOT, sh
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from cluster import Cluster  # noqa: E402
-
-
-def stat_lines(addr, which):
-    host, port = addr.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as s:
-        s.sendall(b"stats " + which.encode() + b"\r\n")
-        buf = b""
-        while not buf.endswith(b"END\r\n"):
-            d = s.recv(65536)
-            if not d:
-                break
-            buf += d
-    return [l.split(" ", 2)[1:] for l in buf.decode().splitlines() if l.startswith("STAT ")]
+from cluster import Cluster, stat_lines, tcp_ask  # noqa: E402
 
 
 def cstats(node):
@@ -87,22 +72,8 @@ def cluster(tmp_path_factory):
     assert c.state["client_netns"] not in sh("ip", "netns", "list").stdout
 
 
-_xxh = ctypes.CDLL("libxxhash.so.0")
-_xxh.XXH3_64bits.restype = ctypes.c_uint64
-_xxh.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-
-
 def owned_by(c, idx, keys):
-    """The keys of keys whose slot node idx owns, by the table it serves
-    (`stats table`: each slot's node as an index into its node list) and
-    the slot contract (XXH3-64 of the key, mod 16384)."""
-    node = c.state["nodes"][idx]
-    lines = stat_lines(node["local_tcp"], "table")
-    ids = {int(v.split()[0]): int(v.split()[1]) for k, v in lines if k == "node"}
-    slots = bytes.fromhex(next(v for k, v in lines if k == "slots"))
-    me = cstats(node)["node_id"]
-    return [k for k in keys
-            if ids.get(slots[_xxh.XXH3_64bits(k.encode(), len(k)) % 16384]) == me]
+    return c.owned_keys(idx, keys)
 
 
 def test_kill_9_loses_no_acknowledged_write_and_the_node_returns_as_backup(cluster):
@@ -269,16 +240,7 @@ def test_a_primary_cut_off_from_its_backups_stops_taking_writes_and_catches_up(c
 
 
 def meta(node, req):
-    host, port = node["local_tcp"].rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as s:
-        s.sendall(req)
-        buf = b""
-        while not buf.endswith(b"\r\n"):
-            d = s.recv(65536)
-            if not d:
-                break
-            buf += d
-    return buf
+    return tcp_ask(node["local_tcp"], req, end=b"\r\n", timeout=5)
 
 
 def test_the_durability_flag_answers_only_once_the_backup_has_the_write(cluster):
