@@ -69,6 +69,8 @@ static uint64_t fresh_gen(uint64_t prev)
 
 static void ring_put(struct sl_rout *o, uint64_t off, const void *p, size_t n)
 {
+	if (!n)
+		return; /* a record without key or value: p may be NULL */
 	size_t at = (size_t)(off % o->cap), first = o->cap - at < n ? o->cap - at : n;
 	memcpy(o->log + at, p, first);
 	if (n > first)
@@ -77,6 +79,8 @@ static void ring_put(struct sl_rout *o, uint64_t off, const void *p, size_t n)
 
 static void ring_get(const struct sl_rout *o, uint64_t off, void *p, size_t n)
 {
+	if (!n)
+		return;
 	size_t at = (size_t)(off % o->cap), first = o->cap - at < n ? o->cap - at : n;
 	memcpy(p, o->log + at, first);
 	if (n > first)
@@ -967,6 +971,7 @@ void sl_repl_fini(struct sl_worker *w)
  *        snapshot_items
  *   STAT in.<core>.<node>.<its core> <state> applied synced_epoch
  *        records bytes
+ *   STAT core.<core> handovers_held handover_timeouts
  *
  * the values as name=value pairs after the state, so a reader takes what
  * it knows.
@@ -980,11 +985,14 @@ void sl_repl_stats(const struct sl_node *n, struct sl_buf *o)
 		const struct sl_repl *rp = w->repl;
 		if (!rp)
 			continue;
+		char name[48];
+		snprintf(name, sizeof(name), "core.%u", c);
+		sl_stat_line(o, name, "handovers_held=%u handover_timeouts=%" PRIu64, rp->await_n,
+		             rp->handover_timeouts);
 		for (unsigned i = 0; i < SL_REPL_STREAMS; i++) {
 			const struct sl_rout *s = &rp->out[i];
 			if (!s->used)
 				continue;
-			char name[48];
 			snprintf(name, sizeof(name), "out.%u.%u.%u", c, s->node, s->core);
 			uint64_t lag_us = 0;
 			if (s->tail != s->head) {
@@ -1009,7 +1017,6 @@ void sl_repl_stats(const struct sl_node *n, struct sl_buf *o)
 			const struct sl_rin *r = &rp->in[i];
 			if (!r->used)
 				continue;
-			char name[48];
 			snprintf(name, sizeof(name), "in.%u.%u.%u", c, r->node, r->core);
 			sl_stat_line(o, name,
 			             "%s applied=%" PRIu64 " synced_epoch=%" PRIu64 " records=%" PRIu64

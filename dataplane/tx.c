@@ -13,11 +13,12 @@ void sl_tx_flush(struct sl_tx *tx)
 	unsigned sent = 0;
 	/* node-to-node traffic (forwarded requests, replication) is worth a
 	 * short wait for the ring to drain: a lost datagram there costs a
-	 * whole message (and a forwarded request's timeout); at most ~100 us */
-	int most = tx->patient ? 64 : 16;
+	 * whole message (and a forwarded request's timeout); at most ~10 us,
+	 * so that a slow peer cannot hold the worker */
+	int most = tx->patient ? 24 : 16;
 	for (int tries = 0; sent < tx->n && tries < most; tries++) {
 		if (tries >= 16)
-			rte_delay_us_block(2);
+			rte_delay_us_block(1);
 		sent +=
 		    rte_eth_tx_burst(tx->port, tx->queue, tx->pk + sent, (uint16_t)(tx->n - sent));
 	}

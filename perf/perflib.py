@@ -9,16 +9,19 @@ import sys
 import time
 
 
-def memif_bench(bench, eal, prefix, sock, args, out, quiet=False):
+def memif_bench(bench, eal, prefix, sock, args, out, quiet=False, server_ip="198.18.0.1",
+                nice=False):
     """sluice-bench on CPU 1 as the memif client of @sock, 198.18.0.2 asking
-    198.18.0.1, writing its JSON to @out; returns it."""
+    @server_ip, writing its JSON to @out; returns it. @nice: at nice 19, so
+    that a node sharing CPU 1 gets it whenever it has work."""
     import json
     # never let DPDK probe this machine's own network device
     eal = (["--no-pci"] if "--no-pci" not in eal else []) + list(eal)
-    cmd = ["taskset", "-c", "1", bench] + eal + ["--file-prefix", prefix, "--lcores", "0@1",
-                                                 "--vdev", f"net_memif0,role=client,socket={sock}",
-                                                 "--", "--mode", "dpdk", "--server-ip", "198.18.0.1",
-                                                 "--client-ip", "198.18.0.2", "--out", out] + args
+    cmd = (["nice", "-n", "19"] if nice else []) + ["taskset", "-c", "1", bench] + eal + [
+        "--file-prefix", prefix, "--lcores", "0@1",
+        "--vdev", f"net_memif0,role=client,socket={sock}",
+        "--", "--mode", "dpdk", "--server-ip", server_ip,
+        "--client-ip", "198.18.0.2", "--out", out] + args
     for attempt in range(3):
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         # a memif server sometimes refuses a client right after the last
@@ -69,17 +72,19 @@ def rss(pid):
     return 0
 
 
-def stats(port, host="127.0.0.1"):
-    """A memcached-protocol server's "stats" as a dict of strings."""
+def stats(port, host="127.0.0.1", which=""):
+    """A memcached-protocol server's "stats [which]" as a dict of strings
+    (a value is the rest of its line)."""
     with socket.create_connection((host, port), timeout=5) as s:
-        s.sendall(b"stats\r\n")
+        s.sendall(b"stats" + (b" " + which.encode() if which else b"") + b"\r\n")
         buf = b""
         while not buf.endswith(b"END\r\n"):
             chunk = s.recv(65536)
             if not chunk:
                 break
             buf += chunk
-    return {l.split()[1]: l.split()[2] for l in buf.decode().splitlines() if l.startswith("STAT ")}
+    return {l.split(" ", 2)[1]: l.split(" ", 2)[2] for l in buf.decode().splitlines()
+            if l.startswith("STAT ")}
 
 
 def pcap_records(path):
