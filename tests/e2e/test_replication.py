@@ -64,8 +64,8 @@ def client(node, timeout=2):
 def cluster(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("repl"))
     c = Cluster(d)
-    c.up(3, 1, 64, 1)
     try:
+        c.up(3, 1, 64, 1)
         yield c
     finally:
         c.down()

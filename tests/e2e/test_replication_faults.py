@@ -14,13 +14,13 @@ from test_replication import Cluster, caught_up, client, cstats, owned_by, strea
 
 @pytest.mark.skipif(not faults_built(), reason="sluiced built without -Dfaults=true")
 def test_lost_duplicated_and_reordered_replication_datagrams_lose_nothing(tmp_path):
-    os.environ["SLUICE_FAULTS"] = "cport_drop=0.05,cport_dup=0.05,cport_delay=0.05"
+    c = Cluster(str(tmp_path / "faulty"))
     try:
-        c = Cluster(str(tmp_path / "faulty"))
-        c.up(3, 1, 64, 1)
-    finally:
-        del os.environ["SLUICE_FAULTS"]
-    try:
+        os.environ["SLUICE_FAULTS"] = "cport_drop=0.05,cport_dup=0.05,cport_delay=0.05"
+        try:
+            c.up(3, 1, 64, 1)
+        finally:
+            del os.environ["SLUICE_FAULTS"]
         nodes = c.state["nodes"]
         keys = {f"f{i}": f"v{i}-" + "x" * (i % 3000) for i in range(3000)}
         mine = owned_by(c, 2, list(keys))
