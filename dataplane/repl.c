@@ -907,7 +907,6 @@ unsigned sl_repl_tick(struct sl_worker *w)
 	if (rp->await_n)
 		work += await_step(w);
 	rp->any_fenced = fenced;
-	uint64_t lease = __atomic_load_n(&w->ex.node->cluster.lease_tsc, __ATOMIC_ACQUIRE);
 	/* a worker that did not run for longer than a lease (the process
 	 * was stopped, or starved) cannot know its table still holds: it
 	 * answers no key until the controller renewed the lease, which it
@@ -926,7 +925,7 @@ unsigned sl_repl_tick(struct sl_worker *w)
 	                  rte_get_tsc_hz() / 1000 * STALE_MS;
 	w->ex.stale = behind || rp->frozen_until_tsc;
 	w->ex.hold_on = w->ex.stale || rp->await_n;
-	w->ex.fence_on = fenced || (lease && w->tsc > lease) || w->ex.stale;
+	w->ex.fence_on = fenced || (lease_now && w->tsc > lease_now) || w->ex.stale;
 	return work;
 }
 
