@@ -729,6 +729,7 @@ void sl_repl_retable(struct sl_worker *w)
 			o->used = true;
 			o->node = p->id;
 			o->core = core;
+			o->fresh = true; /* nothing in it to drain: it starts at once */
 			grew[i] = true;
 		}
 		next[s] = (uint8_t)i;
@@ -744,7 +745,7 @@ void sl_repl_retable(struct sl_worker *w)
 		if (!o->used)
 			continue;
 		/* whatever slots it loses, the backup learns it has them all */
-		if (o->gen)
+		if (o->gen && !o->fresh)
 			out_append(w, o, &hand);
 		if (!has[i]) {
 			o->closing = true;
@@ -754,7 +755,7 @@ void sl_repl_retable(struct sl_worker *w)
 			 * again (the backup drops what it had of this core's),
 			 * once what the stream holds has reached it */
 			o->closing = false;
-			if (o->gen) {
+			if (o->gen && !o->fresh) {
 				o->restart = true;
 				o->drain_deadline_us = drain;
 			} else {
@@ -763,6 +764,7 @@ void sl_repl_retable(struct sl_worker *w)
 		} else {
 			o->closing = false;
 		}
+		o->fresh = false;
 	}
 	/* slots taken over from a primary that is still there, and whose
 	 * stream this core has applied: held until its HANDOVER comes */
@@ -814,6 +816,42 @@ static const char *fence(struct sl_exec *ex, uint64_t h)
 	if (i != SL_REPL_NONE && w->repl->out[i].fenced)
 		return "SERVER_ERROR write refused: backup lagging";
 	return NULL;
+}
+
+/* What the executor must know before it runs anything: stale (the table
+ * may no longer hold), held slots, fenced writes. */
+static void set_flags(struct sl_worker *w)
+{
+	struct sl_repl *rp = w->repl;
+	uint64_t lease_now = __atomic_load_n(&w->ex.node->cluster.lease_tsc, __ATOMIC_ACQUIRE);
+	if (rp->frozen_until_tsc && lease_now > rp->frozen_until_tsc && w->tsc < lease_now)
+		rp->frozen_until_tsc = 0;
+	/* a newer table somewhere is normal for the moment a push takes to
+	 * reach every node; for longer, ours is out of date */
+	bool behind = __atomic_load_n(&w->ex.node->cluster.epoch_seen, __ATOMIC_RELAXED) >
+	                  w->ex.table->epoch &&
+	              w->tsc - __atomic_load_n(&w->ex.node->cluster.epoch_seen_tsc,
+	                                       __ATOMIC_RELAXED) >
+	                  rte_get_tsc_hz() / 1000 * STALE_MS;
+	w->ex.stale = behind || rp->frozen_until_tsc;
+	w->ex.hold_on = w->ex.stale || rp->await_n;
+	w->ex.fence_on = rp->any_fenced || (lease_now && w->tsc > lease_now) || w->ex.stale;
+}
+
+void sl_repl_begin(struct sl_worker *w)
+{
+	struct sl_repl *rp = w->repl;
+	/* a worker that did not run for longer than a lease (the process
+	 * was stopped, or starved) cannot know its table still holds: it
+	 * answers no key, from the first packet it takes, until the
+	 * controller renewed the lease, which it does only for a node on
+	 * the current table */
+	uint64_t lease_now = __atomic_load_n(&w->ex.node->cluster.lease_tsc, __ATOMIC_ACQUIRE);
+	if (lease_now && rp->last_begin_us &&
+	    w->now_us - rp->last_begin_us > (uint64_t)w->ex.node->cluster.lease_ms * 1000)
+		rp->frozen_until_tsc = lease_now;
+	rp->last_begin_us = w->now_us;
+	set_flags(w);
 }
 
 /* Slots held for a HANDOVER: released as their primaries' come. */
@@ -907,25 +945,7 @@ unsigned sl_repl_tick(struct sl_worker *w)
 	if (rp->await_n)
 		work += await_step(w);
 	rp->any_fenced = fenced;
-	/* a worker that did not run for longer than a lease (the process
-	 * was stopped, or starved) cannot know its table still holds: it
-	 * answers no key until the controller renewed the lease, which it
-	 * does only for a node on the current table */
-	uint64_t lease_now = __atomic_load_n(&w->ex.node->cluster.lease_tsc, __ATOMIC_ACQUIRE);
-	if (lease_now && dt > (uint64_t)w->ex.node->cluster.lease_ms * 1000)
-		rp->frozen_until_tsc = lease_now;
-	if (rp->frozen_until_tsc && lease_now > rp->frozen_until_tsc && w->tsc < lease_now)
-		rp->frozen_until_tsc = 0;
-	/* a newer table somewhere is normal for the moment a push takes to
-	 * reach every node; for longer, ours is out of date */
-	bool behind = __atomic_load_n(&w->ex.node->cluster.epoch_seen, __ATOMIC_RELAXED) >
-	                  w->ex.table->epoch &&
-	              w->tsc - __atomic_load_n(&w->ex.node->cluster.epoch_seen_tsc,
-	                                       __ATOMIC_RELAXED) >
-	                  rte_get_tsc_hz() / 1000 * STALE_MS;
-	w->ex.stale = behind || rp->frozen_until_tsc;
-	w->ex.hold_on = w->ex.stale || rp->await_n;
-	w->ex.fence_on = fenced || (lease_now && w->tsc > lease_now) || w->ex.stale;
+	set_flags(w);
 	return work;
 }
 

@@ -383,6 +383,7 @@ struct sl_rout {
 	 * start again (restart), once what it holds is acknowledged, so
 	 * that a backup taking slots over gets every change first */
 	bool closing, restart;
+	bool fresh; /* made by this table change: nothing of an earlier life in it */
 	uint64_t drain_deadline_us;
 	uint64_t gen;
 	uint64_t next_seq, acked, sent_seq, snap_end_seq, snap_epoch;
@@ -446,7 +447,7 @@ struct sl_repl {
 	struct sl_rin in[SL_REPL_STREAMS];
 	struct sl_buf scratch;
 	bool any_fenced;
-	uint64_t last_tick_us;
+	uint64_t last_tick_us, last_begin_us;
 	uint64_t frozen_until_tsc; /* the lease seen when the worker found it had not run for
 	                            * longer than a lease: stale until a newer one */
 };
@@ -455,6 +456,9 @@ int sl_repl_init(struct sl_worker *w);
 void sl_repl_fini(struct sl_worker *w);
 /** The worker's table changed epoch: streams to start, restart, end. */
 void sl_repl_retable(struct sl_worker *w);
+/** At the top of each loop iteration, before any packet: was the worker
+ *  frozen (longer than a lease since the last), and the executor's flags. */
+void sl_repl_begin(struct sl_worker *w);
 /** Once per loop: send batches and acks, retransmit, snapshot and drop
  *  steps, the lag check. @return whether it did anything. */
 unsigned sl_repl_tick(struct sl_worker *w);

@@ -123,6 +123,7 @@ int sl_worker_main(void *arg)
 		w->now_us = tsc / us_tsc;
 		if (w->repl->epoch != w->ex.table_epoch)
 			sl_repl_retable(w);
+		sl_repl_begin(w);
 		unsigned work = 0;
 		w->now = sl_now(); /* one clock read per iteration, not per request */
 		w->now_ms = (uint32_t)(tsc / ms_tsc);
