@@ -147,7 +147,7 @@ static void required_streams(struct sl_cluster *c, const struct sl_table *t)
 static uint32_t stream_report(struct sl_cluster *c, uint8_t *out, uint32_t cap)
 {
 	uint64_t hz_us = rte_get_tsc_hz() / 1000000 ? rte_get_tsc_hz() / 1000000 : 1;
-	uint32_t now_us = (uint32_t)(rte_rdtsc() / hz_us);
+	uint64_t now_us = rte_rdtsc() / hz_us;
 	uint32_t n = 0, at = 2;
 	for (unsigned k = 0; k < c->node->nworkers; k++) {
 		struct sl_exec *ex = c->node->cores[k];
@@ -157,18 +157,9 @@ static uint32_t stream_report(struct sl_cluster *c, uint8_t *out, uint32_t cap)
 			const struct sl_rout *o = &w->repl->out[i];
 			if (!__atomic_load_n(&o->used, __ATOMIC_RELAXED))
 				continue;
-			uint64_t head = o->head, tail = o->tail;
-			uint32_t lag_us = 0;
-			if (head != tail && o->cap) {
-				/* when the oldest record was appended (a racy read:
-				 * a report, not a decision) */
-				uint32_t t;
-				size_t a = (size_t)((tail + 4) % o->cap);
-				if (a + 4 <= o->cap) {
-					memcpy(&t, o->log + a, 4);
-					lag_us = now_us - t;
-				}
-			}
+			/* a racy read of another core's stream: a report,
+			 * not a decision */
+			uint32_t lag_us = sl_rout_lag_us(o, now_us);
 			sl_put16(out + at, o->node);
 			out[at + 2] = (uint8_t)k;
 			out[at + 3] = o->core;

@@ -419,13 +419,13 @@ static void out_ack(struct sl_worker *w, struct sl_rout *o, const struct sl_repl
 }
 
 /* Microseconds the oldest record not yet acknowledged has waited. */
-static uint64_t out_lag_us(const struct sl_worker *w, const struct sl_rout *o)
+uint32_t sl_rout_lag_us(const struct sl_rout *o, uint64_t now_us)
 {
-	if (o->tail == o->head)
+	if (o->tail == o->head || !o->cap)
 		return 0;
 	uint32_t t;
 	ring_get(o, o->tail + 4, &t, 4);
-	return (uint32_t)((uint32_t)w->now_us - t);
+	return (uint32_t)now_us - t;
 }
 
 /* ---- backup side ----------------------------------------------------------- */
@@ -832,7 +832,7 @@ static void set_flags(struct sl_worker *w)
 	                  w->ex.table->epoch &&
 	              w->tsc - __atomic_load_n(&w->ex.node->cluster.epoch_seen_tsc,
 	                                       __ATOMIC_RELAXED) >
-	                  rte_get_tsc_hz() / 1000 * STALE_MS;
+	                  rp->stale_tsc;
 	w->ex.stale = behind || rp->frozen_until_tsc;
 	w->ex.hold_on = w->ex.stale || rp->await_n;
 	w->ex.fence_on = rp->any_fenced || (lease_now && w->tsc > lease_now) || w->ex.stale;
@@ -925,7 +925,7 @@ unsigned sl_repl_tick(struct sl_worker *w)
 		}
 		/* a resync is not counted: until it is done the backup is no
 		 * copy to fail over to, so its lag guards nothing */
-		o->fenced = lag_bound && o->state == SL_ROUT_STREAMING && out_lag_us(w, o) > lag_bound;
+		o->fenced = lag_bound && o->state == SL_ROUT_STREAMING && sl_rout_lag_us(o, w->now_us) > lag_bound;
 		fenced |= o->fenced;
 	}
 	for (unsigned i = 0; i < SL_REPL_STREAMS; i++) {
@@ -944,8 +944,7 @@ unsigned sl_repl_tick(struct sl_worker *w)
 	}
 	if (rp->await_n)
 		work += await_step(w);
-	rp->any_fenced = fenced;
-	set_flags(w);
+	rp->any_fenced = fenced; /* the flags of the next iteration say so */
 	return work;
 }
 
@@ -955,6 +954,7 @@ int sl_repl_init(struct sl_worker *w)
 	if (!w->repl)
 		return -ENOMEM;
 	memset(w->repl->slot_out, SL_REPL_NONE, sizeof(w->repl->slot_out));
+	w->repl->stale_tsc = rte_get_tsc_hz() / 1000 * STALE_MS;
 	w->ex.fence = fence;
 	w->ex.hold = hold;
 	struct sl_store_observer ob = {.fn = observe, .ctx = w};
@@ -1013,12 +1013,7 @@ void sl_repl_stats(const struct sl_node *n, struct sl_buf *o)
 			if (!s->used)
 				continue;
 			snprintf(name, sizeof(name), "out.%u.%u.%u", c, s->node, s->core);
-			uint64_t lag_us = 0;
-			if (s->tail != s->head) {
-				uint32_t t;
-				ring_get(s, s->tail + 4, &t, 4);
-				lag_us = (uint32_t)((uint32_t)now_us - t);
-			}
+			uint64_t lag_us = sl_rout_lag_us(s, now_us);
 			sl_stat_line(o, name,
 			             "%s seq=%" PRIu64 " acked=%" PRIu64 " lag_records=%" PRIu64
 			             " lag_bytes=%" PRIu64 " lag_us=%" PRIu64 " fenced=%u"

@@ -448,6 +448,7 @@ struct sl_repl {
 	struct sl_buf scratch;
 	bool any_fenced;
 	uint64_t last_tick_us, last_begin_us;
+	uint64_t stale_tsc; /* STALE_MS in TSC ticks */
 	uint64_t frozen_until_tsc; /* the lease seen when the worker found it had not run for
 	                            * longer than a lease: stale until a newer one */
 };
@@ -469,6 +470,9 @@ void sl_repl_input(struct sl_worker *w, const struct sl_cport_hdr *h, const uint
 /** @p msg's conversation stopped at SL_EXEC_WAIT: it goes on once the
  *  backup acknowledged the write, or with an error. */
 void sl_repl_wait(struct sl_worker *w, struct sl_msg *msg);
+/** Microseconds the oldest record of @p o not yet acknowledged has waited
+ *  at @p now_us (0: none waits). */
+uint32_t sl_rout_lag_us(const struct sl_rout *o, uint64_t now_us);
 /** `stats replication` (sl_node.repl_stats). */
 void sl_repl_stats(const struct sl_node *n, struct sl_buf *o);
 /** Send a message of cluster-port datagrams (fwd.c), all or none. */
